@@ -1,0 +1,51 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// No package dependencies by design: Foundation, Dispatch, Glibc, Synchronization, the test libraries,
+// and C system libraries (libsystemd; libcrypt later) only.
+let package = Package(
+    name: "chimerax-supervisor",
+    products: [
+        .executable(name: "chimerax-supervisor", targets: ["chimerax-supervisor"]),
+        .executable(name: "chimerax-supervisor-bench", targets: ["chimerax-supervisor-bench"]),
+    ],
+    targets: [
+        // libsystemd: sd_notify, sd_listen_fds_with_names, sd_journal_sendv.
+        .systemLibrary(
+            name: "CSystemd",
+            path: "Sources/CSystemd",
+            pkgConfig: "libsystemd",
+            providers: [.apt(["libsystemd-dev"])]
+        ),
+        // What Glibc's Swift module hides: epoll, signalfd, eventfd, SO_PEERCRED, accept4.
+        .target(name: "CShim", path: "Sources/CShim"),
+        // HTTP/1.1 server on an epoll event loop. Knows nothing of ChimeraX.
+        .target(name: "HTTPServer", dependencies: ["CShim"]),
+        // Options, their sources (flag > environment > file > default) and validation.
+        .target(name: "SupervisorConfig"),
+        // sd_notify, socket activation, journal and stderr logging.
+        .target(name: "SystemdIntegration", dependencies: ["CSystemd", "CShim"]),
+        // The application: routes, metrics, OpenAPI document, lifecycle of the daemon.
+        .target(
+            name: "SupervisorCore",
+            dependencies: ["HTTPServer", "SupervisorConfig", "SystemdIntegration"]
+        ),
+        // Thin executable: parses the subcommand and wires the modules.
+        .executableTarget(
+            name: "chimerax-supervisor",
+            dependencies: ["SupervisorCore", "SupervisorConfig", "SystemdIntegration", "HTTPServer"]
+        ),
+        // Benchmarks that print figures (wrk against us and nginx, idle-connection RSS).
+        .executableTarget(name: "chimerax-supervisor-bench", dependencies: ["CShim"]),
+
+        .target(name: "TestSupport", dependencies: ["CShim"], path: "Tests/TestSupport"),
+        .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "TestSupport"]),
+        .testTarget(name: "SupervisorConfigTests", dependencies: ["SupervisorConfig"]),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["TestSupport"],
+            exclude: []
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

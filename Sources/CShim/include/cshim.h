@@ -1,0 +1,54 @@
+#ifndef CSHIM_H
+#define CSHIM_H
+
+// Thin wrappers for what the Glibc Swift module does not expose. No _GNU_SOURCE here: defining it in a
+// header that Swift imports breaks the Glibc module on a clean build; the .c file defines it privately.
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+
+#define CSHIM_EPOLLIN 0x001u
+#define CSHIM_EPOLLOUT 0x004u
+#define CSHIM_EPOLLERR 0x008u
+#define CSHIM_EPOLLHUP 0x010u
+#define CSHIM_EPOLLRDHUP 0x2000u
+#define CSHIM_EPOLLEXCLUSIVE (1u << 28)
+
+/// epoll_create1(EPOLL_CLOEXEC).
+int cshim_epoll_create(void);
+/// op: 1 add, 2 delete, 3 modify. `data` is returned by cshim_epoll_wait.
+int cshim_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data);
+/// Waits and unpacks the (packed on x86_64) epoll_event array into two plain arrays.
+int cshim_epoll_wait(int epfd, uint32_t *events, uint64_t *data, int maxevents, int timeout_ms);
+
+/// eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC).
+int cshim_eventfd(void);
+/// signalfd for SIGTERM, SIGINT, SIGHUP (and SIGCHLD when with_chld), after blocking them in this thread.
+int cshim_signalfd_setup(int with_chld);
+/// Blocks SIGTERM, SIGINT, SIGHUP, SIGCHLD in the calling thread (threads created later inherit it).
+int cshim_block_signals(void);
+/// Reads one signal from a signalfd; returns the signal number, 0 when none is pending, -1 on error.
+int cshim_signalfd_read(int fd);
+
+/// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC.
+int cshim_accept(int fd, struct sockaddr *addr, socklen_t *len);
+/// SO_PEERCRED of a Unix socket; returns 0 on success.
+int cshim_peercred(int fd, int32_t *pid, uint32_t *uid, uint32_t *gid);
+/// socket(domain, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0).
+int cshim_socket(int domain, int type);
+/// send with MSG_NOSIGNAL.
+ssize_t cshim_send(int fd, const void *buf, size_t len);
+
+/// Number of CPUs this process may run on (sched_getaffinity).
+int cshim_cpu_count(void);
+/// The calling thread's kernel id.
+int cshim_gettid(void);
+
+/// An unnamed temporary file in `dir` (O_TMPFILE | O_RDWR | O_CLOEXEC, mode 0600).
+int cshim_open_tmpfile(const char *dir);
+
+/// getrandom(2): fills `buf` with `len` random bytes; returns 0 on success.
+int cshim_getrandom(void *buf, size_t len);
+
+#endif

@@ -1,0 +1,123 @@
+/// An HTTP method token. Any RFC 9110 token is accepted by the parser; the router decides what it serves.
+public struct HTTPMethod: Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: String
+    public init(_ rawValue: String) { self.rawValue = rawValue }
+    public var description: String { rawValue }
+
+    public static let GET = HTTPMethod("GET")
+    public static let HEAD = HTTPMethod("HEAD")
+    public static let POST = HTTPMethod("POST")
+    public static let PUT = HTTPMethod("PUT")
+    public static let PATCH = HTTPMethod("PATCH")
+    public static let DELETE = HTTPMethod("DELETE")
+    public static let OPTIONS = HTTPMethod("OPTIONS")
+}
+
+/// Header fields in arrival order, looked up case-insensitively.
+public struct HTTPHeaders: Sendable, Sequence {
+    public private(set) var fields: [(name: String, value: String)] = []
+
+    public init() {}
+    public init(_ fields: [(String, String)]) {
+        self.fields = fields.map { (name: $0.0, value: $0.1) }
+    }
+
+    public mutating func add(_ name: String, _ value: String) { fields.append((name: name, value: value)) }
+
+    /// Replaces every field of that name with one.
+    public mutating func set(_ name: String, _ value: String) {
+        remove(name)
+        fields.append((name: name, value: value))
+    }
+
+    public mutating func remove(_ name: String) {
+        fields.removeAll { asciiCaseInsensitiveEquals($0.name, name) }
+    }
+
+    /// The first value of that name.
+    public subscript(_ name: String) -> String? {
+        for f in fields where asciiCaseInsensitiveEquals(f.name, name) { return f.value }
+        return nil
+    }
+
+    public func values(_ name: String) -> [String] {
+        fields.filter { asciiCaseInsensitiveEquals($0.name, name) }.map(\.value)
+    }
+
+    public func contains(_ name: String) -> Bool { self[name] != nil }
+    public var count: Int { fields.count }
+
+    public func makeIterator() -> IndexingIterator<[(name: String, value: String)]> { fields.makeIterator() }
+}
+
+@inline(__always)
+func asciiCaseInsensitiveEquals(_ a: String, _ b: String) -> Bool {
+    var ia = a.utf8.makeIterator()
+    var ib = b.utf8.makeIterator()
+    while true {
+        let ca = ia.next()
+        let cb = ib.next()
+        guard let x = ca, let y = cb else { return ca == nil && cb == nil }
+        if x == y { continue }
+        let lx = (x >= 65 && x <= 90) ? x | 0x20 : x
+        let ly = (y >= 65 && y <= 90) ? y | 0x20 : y
+        if lx != ly { return false }
+    }
+}
+
+/// Who is on the other end of a connection.
+public enum Peer: Sendable, Equatable, CustomStringConvertible {
+    /// A TCP peer: numeric address (IPv4 or IPv6 text) and port.
+    case tcp(address: String, port: UInt16)
+    /// A Unix-socket peer with its kernel-reported credentials (`SO_PEERCRED`).
+    case unix(pid: Int32, uid: UInt32, gid: UInt32)
+
+    public var description: String {
+        switch self {
+        case .tcp(let a, let p): return a.contains(":") ? "[\(a)]:\(p)" : "\(a):\(p)"
+        case .unix(let pid, let uid, let gid): return "unix(pid=\(pid),uid=\(uid),gid=\(gid))"
+        }
+    }
+}
+
+/// Standard reason phrases for the status codes this server sends.
+public func reasonPhrase(_ status: Int) -> String {
+    switch status {
+    case 100: return "Continue"
+    case 200: return "OK"
+    case 201: return "Created"
+    case 202: return "Accepted"
+    case 204: return "No Content"
+    case 206: return "Partial Content"
+    case 301: return "Moved Permanently"
+    case 302: return "Found"
+    case 304: return "Not Modified"
+    case 307: return "Temporary Redirect"
+    case 308: return "Permanent Redirect"
+    case 400: return "Bad Request"
+    case 401: return "Unauthorized"
+    case 403: return "Forbidden"
+    case 404: return "Not Found"
+    case 405: return "Method Not Allowed"
+    case 406: return "Not Acceptable"
+    case 408: return "Request Timeout"
+    case 409: return "Conflict"
+    case 410: return "Gone"
+    case 411: return "Length Required"
+    case 413: return "Content Too Large"
+    case 414: return "URI Too Long"
+    case 415: return "Unsupported Media Type"
+    case 416: return "Range Not Satisfiable"
+    case 417: return "Expectation Failed"
+    case 422: return "Unprocessable Content"
+    case 429: return "Too Many Requests"
+    case 431: return "Request Header Fields Too Large"
+    case 500: return "Internal Server Error"
+    case 501: return "Not Implemented"
+    case 502: return "Bad Gateway"
+    case 503: return "Service Unavailable"
+    case 504: return "Gateway Timeout"
+    case 505: return "HTTP Version Not Supported"
+    default: return "Status \(status)"
+    }
+}

@@ -1,0 +1,127 @@
+/// Answers a request, now or later, from any thread, exactly once.
+public typealias Handler = @Sendable (Request, Responder) -> Void
+
+/// Documentation of a route; the OpenAPI document is generated from it, so the two cannot drift.
+public struct RouteDoc: Sendable {
+    public var summary: String
+    public var tags: [String]
+    /// Status codes and what they mean (`"200": "the session"`).
+    public var responses: [(String, String)]
+    /// Query parameters and what they mean.
+    public var query: [(String, String)]
+    /// Whether the route is open to anyone (no credentials).
+    public var isPublic: Bool
+    /// Response media type for the success case.
+    public var produces: String
+
+    public init(
+        _ summary: String, tags: [String] = [], responses: [(String, String)] = [("200", "OK")],
+        query: [(String, String)] = [], isPublic: Bool = false, produces: String = "application/json"
+    ) {
+        self.summary = summary
+        self.tags = tags
+        self.responses = responses
+        self.query = query
+        self.isPublic = isPublic
+        self.produces = produces
+    }
+}
+
+/// One route: method, pattern with `{param}` segments, body limit, handler, documentation.
+public struct Route: Sendable {
+    public let method: HTTPMethod
+    public let pattern: String
+    public let segments: [Segment]
+    public let bodyLimit: Int
+    public let handler: Handler
+    public let doc: RouteDoc
+
+    public enum Segment: Sendable, Equatable {
+        case literal(String)
+        case parameter(String)
+    }
+}
+
+/// What the router made of a method and path.
+public enum RouteResolution: Sendable {
+    case matched(Route, [String: String])
+    /// The path exists, the method does not: answer 405 with these methods in `Allow`.
+    case methodNotAllowed([String])
+    case notFound
+}
+
+/// Route table. Trailing slashes are insignificant; path parameters are percent-decoded; HEAD is served by
+/// the GET route when there is no HEAD route of its own.
+public struct Router: Sendable {
+    public private(set) var routes: [Route] = []
+    private var bySegmentCount: [Int: [Int]] = [:]
+
+    public init() {}
+
+    /// Adds a route answered later through its `Responder`.
+    public mutating func add(_ method: HTTPMethod, _ pattern: String, bodyLimit: Int = 64 * 1024, doc: RouteDoc, handler: @escaping Handler) {
+        let segments = Router.split(pattern).map { s -> Route.Segment in
+            if s.hasPrefix("{") && s.hasSuffix("}") { return .parameter(String(s.dropFirst().dropLast())) }
+            return .literal(String(s))
+        }
+        precondition(!routes.contains { $0.method == method && $0.segments == segments }, "duplicate route \(method) \(pattern)")
+        routes.append(Route(method: method, pattern: pattern, segments: segments, bodyLimit: bodyLimit, handler: handler, doc: doc))
+        bySegmentCount[segments.count, default: []].append(routes.count - 1)
+    }
+
+    /// Adds a route answered synchronously; a thrown `Problem` becomes its problem-details response.
+    public mutating func add(
+        _ method: HTTPMethod, _ pattern: String, bodyLimit: Int = 64 * 1024, doc: RouteDoc,
+        sync: @escaping @Sendable (Request) throws(Problem) -> Response
+    ) {
+        add(method, pattern, bodyLimit: bodyLimit, doc: doc) { req, responder in
+            do throws(Problem) {
+                responder.send(try sync(req))
+            } catch {
+                responder.send(error)
+            }
+        }
+    }
+
+    public func resolve(method: HTTPMethod, path: String) -> RouteResolution {
+        let parts = Router.split(path)
+        guard let candidates = bySegmentCount[parts.count] else { return .notFound }
+        var allowed: [String] = []
+        var getMatch: (Route, [String: String])?
+        for i in candidates {
+            let r = routes[i]
+            guard let params = Router.match(r.segments, parts) else { continue }
+            if r.method == method { return .matched(r, params) }
+            if r.method == .GET { getMatch = (r, params) }
+            allowed.append(r.method.rawValue)
+        }
+        if method == .HEAD, let g = getMatch { return .matched(g.0, g.1) }
+        if allowed.isEmpty { return .notFound }
+        if allowed.contains("GET") && !allowed.contains("HEAD") { allowed.append("HEAD") }
+        if !allowed.contains("OPTIONS") { allowed.append("OPTIONS") }
+        return .methodNotAllowed(allowed.sorted())
+    }
+
+    private static func match(_ segments: [Route.Segment], _ parts: [Substring]) -> [String: String]? {
+        var params: [String: String] = [:]
+        for (s, p) in zip(segments, parts) {
+            switch s {
+            case .literal(let l):
+                if l != p { return nil }
+            case .parameter(let name):
+                let decoded = QueryString.decode(p, plusIsSpace: false)
+                if decoded.isEmpty { return nil }
+                params[name] = decoded
+            }
+        }
+        return params
+    }
+
+    /// `/a/b/` → `["a", "b"]`; `/` → `[]`. Empty segments in the middle are kept (and match nothing).
+    static func split(_ path: String) -> [Substring] {
+        var parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        if parts.first == "" { parts.removeFirst() }
+        if parts.last == "" { parts.removeLast() }
+        return parts
+    }
+}

@@ -1,0 +1,127 @@
+import Foundation
+import Glibc
+import HTTPServer
+import Synchronization
+import SupervisorConfig
+import SystemdIntegration
+
+/// State shared by the routes and the daemon: the live configuration (swapped on SIGHUP), metrics, logger.
+public final class DaemonState: Sendable {
+    public static let version = "0.1.0"
+
+    public let logger: Logger
+    public let metrics: HTTPMetrics
+    public let startedAt = Date()
+    private let config: Mutex<Configuration>
+    let callerPolicy: CallerPolicy
+    /// Set once the server exists (connection gauges).
+    private let serverRef = Mutex<HTTPServer?>(nil)
+    private let openAPI = Mutex<[UInt8]>([])
+
+    init(configuration: Configuration, logger: Logger, shards: Int) {
+        config = Mutex(configuration)
+        self.logger = logger
+        metrics = HTTPMetrics(shards: shards)
+        callerPolicy = CallerPolicy(daemonUID: getuid(), socketGID: configuration.socketGID)
+    }
+
+    public var configuration: Configuration { config.withLock { $0 } }
+
+    func replaceConfiguration(_ c: Configuration) { config.withLock { $0 = c } }
+    func attach(server: HTTPServer, router: Router) {
+        serverRef.withLock { $0 = server }
+        openAPI.withLock { $0 = OpenAPIDocument.generate(router: router, version: DaemonState.version).serialized() }
+    }
+
+    func openAPIBytes() -> [UInt8] { openAPI.withLock { $0 } }
+
+    func requireAdmin(_ req: Request) throws(Problem) {
+        switch callerPolicy.caller(of: req) {
+        case .localOperator: return
+        case .anonymous:
+            if req.listener == "unix" {
+                throw Problem(403, "forbidden", "This Unix-socket peer is not a local operator (uid 0, the daemon's uid, or --socket-group).")
+            }
+            throw Problem(401, "unauthorized", "Administrator credentials are required.", headers: [("WWW-Authenticate", "Bearer")])
+        }
+    }
+
+    struct Check {
+        let name: String
+        let ok: Bool
+        let detail: String
+    }
+
+    func readinessChecks() -> [Check] {
+        let c = configuration
+        var checks: [Check] = []
+        // The state directory must accept a write that reaches the disk.
+        let probe = c.stateDir + "/.readyz-probe"
+        let fd = open(probe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        if fd >= 0 {
+            let ok = write(fd, "ok", 2) == 2 && fsync(fd) == 0
+            close(fd)
+            unlink(probe)
+            checks.append(Check(name: "state_store", ok: ok, detail: ok ? c.stateDir : "cannot write \(c.stateDir)"))
+        } else {
+            checks.append(Check(name: "state_store", ok: false, detail: "cannot write \(c.stateDir): \(String(decoding: Array(UnsafeBufferPointer(start: strerror(errno), count: strlen(strerror(errno)))).map { UInt8(bitPattern: $0) }, as: UTF8.self))"))
+        }
+        if let x = c.chimerax, access(x, X_OK) == 0 {
+            checks.append(Check(name: "chimerax", ok: true, detail: x))
+        } else {
+            checks.append(Check(name: "chimerax", ok: false, detail: c.chimerax.map { "\($0) is not executable" } ?? "no ChimeraX executable found; set --chimerax"))
+        }
+        return checks
+    }
+
+    func renderMetrics() -> String {
+        var out = ""
+        metrics.render(into: &out)
+        if let s = serverRef.withLock({ $0 }) {
+            out += "# HELP chimerax_supervisor_http_connections_open Open HTTP connections.\n"
+            out += "# TYPE chimerax_supervisor_http_connections_open gauge\n"
+            out += "chimerax_supervisor_http_connections_open \(s.openConnections.load(ordering: .relaxed))\n"
+            out += "# HELP chimerax_supervisor_http_connections_accepted_total HTTP connections accepted.\n"
+            out += "# TYPE chimerax_supervisor_http_connections_accepted_total counter\n"
+            out += "chimerax_supervisor_http_connections_accepted_total \(s.acceptedTotal.load(ordering: .relaxed))\n"
+        }
+        let p = ProcessStats.read()
+        out += "# HELP process_resident_memory_bytes Resident memory of the daemon.\n# TYPE process_resident_memory_bytes gauge\n"
+        out += "process_resident_memory_bytes \(p.rssBytes)\n"
+        out += "# HELP process_open_fds Open descriptors of the daemon.\n# TYPE process_open_fds gauge\n"
+        out += "process_open_fds \(p.openFDs)\n"
+        out += "# HELP process_cpu_seconds_total CPU time of the daemon.\n# TYPE process_cpu_seconds_total counter\n"
+        out += "process_cpu_seconds_total \(p.cpuSeconds)\n"
+        out += "# HELP chimerax_supervisor_uptime_seconds Seconds since the daemon started.\n# TYPE chimerax_supervisor_uptime_seconds gauge\n"
+        out += "chimerax_supervisor_uptime_seconds \(Int(Date().timeIntervalSince(startedAt)))\n"
+        out += "# HELP chimerax_supervisor_build_info Version of the daemon.\n# TYPE chimerax_supervisor_build_info gauge\n"
+        out += "chimerax_supervisor_build_info{version=\"\(DaemonState.version)\"} 1\n"
+        return out
+    }
+}
+
+/// The daemon's own usage from /proc/self.
+struct ProcessStats {
+    var rssBytes = 0
+    var openFDs = 0
+    var cpuSeconds = 0.0
+
+    static func read() -> ProcessStats {
+        var s = ProcessStats()
+        if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) {
+            for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+                let kb = line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int($0) } ?? 0
+                s.rssBytes = kb * 1024
+            }
+        }
+        s.openFDs = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd"))?.count ?? 1) - 1
+        if let stat = try? String(contentsOfFile: "/proc/self/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") {
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            // utime and stime are fields 14 and 15 of stat(5); after the command they are at 11 and 12.
+            if fields.count > 12, let u = Double(fields[11]), let k = Double(fields[12]) {
+                s.cpuSeconds = (u + k) / Double(sysconf(Int32(_SC_CLK_TCK)))
+            }
+        }
+        return s
+    }
+}

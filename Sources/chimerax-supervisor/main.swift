@@ -1,0 +1,111 @@
+import CShim
+import Foundation
+import Glibc
+import SupervisorConfig
+import SupervisorCore
+import SystemdIntegration
+
+// Block the stop/reload signals before any thread exists, so every thread inherits the mask and they are
+// read only through the daemon's signalfd.
+_ = cshim_block_signals()
+signal(SIGPIPE, SIG_IGN)
+
+let usage = """
+    usage: chimerax-supervisor [serve] [options]
+           chimerax-supervisor config print [--json] [options]
+           chimerax-supervisor --version | --help
+
+    serve options (each also CHIMERAX_SUPERVISOR_<NAME> in the environment, or `name = value` in the file
+    given by --config; flags win over environment, environment over file):
+      --config PATH
+    """
+
+func printUsage() {
+    var text = usage + "\n"
+    for o in optionTable {
+        let arg: String
+        switch o.kind {
+        case .flag: arg = ""
+        case .listen: arg = " HOST:PORT|none"
+        case .seconds: arg = " SECONDS"
+        case .size: arg = " BYTES"
+        case .count: arg = " N"
+        case .percent: arg = " PERCENT"
+        case .mode: arg = " MODE"
+        case .choice(let c): arg = " " + c.joined(separator: "|")
+        case .path: arg = " PATH"
+        case .text, .list: arg = " VALUE"
+        }
+        let left = "  --\(o.name)\(arg)"
+        text += left + String(repeating: " ", count: max(2, 44 - left.count)) + o.help + "\n"
+    }
+    FileHandle.standardOutput.write(Data(text.utf8))
+}
+
+func fail(_ message: String, status: Int32 = 2) -> Never {
+    FileHandle.standardError.write(Data("chimerax-supervisor: \(message)\n".utf8))
+    exit(status)
+}
+
+func loadConfiguration(_ args: [String]) -> Configuration {
+    do {
+        return try Configuration.load(arguments: args, environment: ProcessInfo.processInfo.environment,
+                                      currentDirectory: FileManager.default.currentDirectoryPath,
+                                      cpuCount: Int(cshim_cpu_count()))
+    } catch {
+        fail(error.message)
+    }
+}
+
+var args = Array(CommandLine.arguments.dropFirst())
+let command = args.first.flatMap { $0.hasPrefix("-") ? nil : $0 } ?? "serve"
+if args.first == command { args.removeFirst() }
+
+switch command {
+case "serve":
+    if args.contains("--help") || args.contains("-h") {
+        printUsage()
+        exit(0)
+    }
+    if args.contains("--version") {
+        print("chimerax-supervisor \(DaemonState.version)")
+        exit(0)
+    }
+    let config = loadConfiguration(args)
+    let logger = Logger(level: Severity(name: config.logLevel) ?? .info)
+    exit(Daemon(arguments: args, environment: ProcessInfo.processInfo.environment, configuration: config, logger: logger).run())
+case "config":
+    guard args.first == "print" else { fail("usage: chimerax-supervisor config print [--json] [options]") }
+    args.removeFirst()
+    let json = args.contains("--json")
+    args.removeAll { $0 == "--json" }
+    let config = loadConfiguration(args)
+    if json {
+        let items = config.entries.map { e in
+            "  {\"name\": \"\(e.name)\", \"value\": \(jsonString(e.value)), \"source\": \(jsonString(e.source.description))}"
+        }
+        print("[\n" + items.joined(separator: ",\n") + "\n]")
+    } else {
+        print(config.printable())
+    }
+case "help":
+    printUsage()
+case "version":
+    print("chimerax-supervisor \(DaemonState.version)")
+default:
+    fail("unknown command '\(command)'; try --help")
+}
+
+func jsonString(_ s: String) -> String {
+    var out = "\""
+    for c in s.unicodeScalars {
+        switch c {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        default:
+            if c.value < 0x20 { out += String(format: "\\u%04x", c.value) } else { out.unicodeScalars.append(c) }
+        }
+    }
+    return out + "\""
+}
