@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <spawn.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
@@ -104,4 +105,37 @@ int cshim_getrandom(void *buf, size_t len) {
         off += (size_t)n;
     }
     return 0;
+}
+
+int cshim_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[], const char *cwd,
+                int in_fd, int out_fd, int err_fd, int new_pgroup) {
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    int rc = posix_spawn_file_actions_init(&fa);
+    if (rc) return rc;
+    rc = posix_spawnattr_init(&attr);
+    if (rc) {
+        posix_spawn_file_actions_destroy(&fa);
+        return rc;
+    }
+    if (in_fd >= 0) rc = rc ? rc : posix_spawn_file_actions_adddup2(&fa, in_fd, 0);
+    if (out_fd >= 0) rc = rc ? rc : posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
+    if (err_fd >= 0) rc = rc ? rc : posix_spawn_file_actions_adddup2(&fa, err_fd, 2);
+    if (cwd) rc = rc ? rc : posix_spawn_file_actions_addchdir_np(&fa, cwd);
+    rc = rc ? rc : posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+    sigset_t all, none;
+    sigfillset(&all);
+    sigemptyset(&none);
+    rc = rc ? rc : posix_spawnattr_setsigdefault(&attr, &all);
+    rc = rc ? rc : posix_spawnattr_setsigmask(&attr, &none);
+    short flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK;
+    if (new_pgroup) {
+        flags |= POSIX_SPAWN_SETPGROUP;
+        rc = rc ? rc : posix_spawnattr_setpgroup(&attr, 0);
+    }
+    rc = rc ? rc : posix_spawnattr_setflags(&attr, flags);
+    if (!rc) rc = posix_spawn(pid, path, &fa, &attr, argv, envp);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    return rc;
 }

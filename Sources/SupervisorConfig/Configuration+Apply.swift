@@ -185,6 +185,10 @@ extension Configuration {
         } else {
             record("log-level", logLevel, .defaultValue)
         }
+        maxConnections = try count("max-connections", maxConnections, minimum: 1)
+        headerTimeout = try seconds("header-timeout", headerTimeout)
+        bodyTimeout = try seconds("body-timeout", bodyTimeout)
+        keepaliveTimeout = try seconds("keepalive-timeout", keepaliveTimeout)
         if let (v, src) = try parse("event-loops", { (s: String) throws(ConfigError) -> Int in try ValueParsers.count(s, minimum: 1, maximum: 64) }) {
             eventLoops = v
             record("event-loops", "\(v)", src)

@@ -29,6 +29,10 @@ public struct Configuration: Sendable {
     public var cookieSecure = false
     public var logLevel = "info"
     public var eventLoops = 1
+    public var maxConnections = 16_384
+    public var headerTimeout = 10
+    public var bodyTimeout = 30
+    public var keepaliveTimeout = 75
     /// The config file read, if any.
     public var configFile: String?
     /// True when `--listen` / `--socket` were given explicitly (they add to socket-activated listeners).

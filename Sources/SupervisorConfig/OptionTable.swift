@@ -52,6 +52,10 @@ public let optionTable: [OptionSpec] = [
     OptionSpec(name: "cors-origin", kind: .list, help: "browser origins allowed to call the API with credentials (repeatable)", reloadable: true),
     OptionSpec(name: "cookie-secure", kind: .flag, help: "Secure attribute on cookies (default: on unless --listen is loopback)", reloadable: true),
     OptionSpec(name: "log-level", kind: .choice(["debug", "info", "notice", "warning", "error"]), help: "least severe level logged", reloadable: true),
+    OptionSpec(name: "max-connections", kind: .count, help: "HTTP connections open at once; past it accepting pauses", reloadable: false),
+    OptionSpec(name: "header-timeout", kind: .seconds, help: "a client must send a whole request head within this time", reloadable: false),
+    OptionSpec(name: "body-timeout", kind: .seconds, help: "longest pause between two reads of a request body", reloadable: false),
+    OptionSpec(name: "keepalive-timeout", kind: .seconds, help: "idle keep-alive connections are closed after this time", reloadable: false),
     OptionSpec(name: "event-loops", kind: .count, help: "HTTP event-loop threads (default: the CPUs this process may use)", reloadable: false),
 ]
 

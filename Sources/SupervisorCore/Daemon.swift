@@ -74,6 +74,10 @@ public final class Daemon {
 
         var sc = ServerConfiguration()
         sc.eventLoops = c.eventLoops
+        sc.maxConnections = c.maxConnections
+        sc.headerTimeout = Double(c.headerTimeout)
+        sc.bodyIdleTimeout = Double(c.bodyTimeout)
+        sc.keepAliveTimeout = Double(c.keepaliveTimeout)
         sc.spoolDirectory = c.stateDir + "/tmp"
         sc.defaultHeaders = [
             ("X-Content-Type-Options", "nosniff"),

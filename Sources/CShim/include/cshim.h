@@ -51,4 +51,10 @@ int cshim_open_tmpfile(const char *dir);
 /// getrandom(2): fills `buf` with `len` random bytes; returns 0 on success.
 int cshim_getrandom(void *buf, size_t len);
 
+/// posix_spawn with stdin/stdout/stderr set to the given descriptors (-1: inherit), working directory `cwd`
+/// (NULL: inherit), every other descriptor closed (closefrom 3), default signal dispositions, an empty signal
+/// mask, and a new process group when `new_pgroup`. Returns 0 and sets *pid, or an errno value.
+int cshim_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[], const char *cwd,
+                int in_fd, int out_fd, int err_fd, int new_pgroup);
+
 #endif

@@ -1,0 +1,58 @@
+import Testing
+@testable import HTTPServer
+
+@Suite("Router")
+struct RouterTests {
+    func router() -> Router {
+        var r = Router()
+        let doc = RouteDoc("t")
+        r.add(.GET, "/api/sessions", doc: doc) { _ in Response(status: 200) }
+        r.add(.POST, "/api/sessions", doc: doc) { _ in Response(status: 201) }
+        r.add(.GET, "/api/sessions/{id}", doc: doc) { _ in Response(status: 200) }
+        r.add(.DELETE, "/api/v1/auth/users/me/sessions/{id}", doc: doc) { _ in Response(status: 200) }
+        return r
+    }
+
+    @Test func pathParametersArePercentDecoded() {
+        guard case .matched(let route, let params) = router().resolve(method: .GET, path: "/api/sessions/a%2Fb") else {
+            Issue.record("no match")
+            return
+        }
+        #expect(route.pattern == "/api/sessions/{id}")
+        #expect(params["id"] == "a/b")
+    }
+
+    @Test func trailingSlashIsInsignificant() {
+        guard case .matched(_, let p) = router().resolve(method: .DELETE, path: "/api/v1/auth/users/me/sessions/7/") else {
+            Issue.record("no match")
+            return
+        }
+        #expect(p["id"] == "7")
+        guard case .matched = router().resolve(method: .GET, path: "/api/sessions/") else {
+            Issue.record("no match with trailing slash")
+            return
+        }
+    }
+
+    @Test func wrongMethodListsAllowedMethods() {
+        guard case .methodNotAllowed(let allow) = router().resolve(method: .PUT, path: "/api/sessions") else {
+            Issue.record("expected 405")
+            return
+        }
+        #expect(allow == ["GET", "HEAD", "OPTIONS", "POST"])
+    }
+
+    @Test func headFallsBackToGet() {
+        guard case .matched(let r, _) = router().resolve(method: .HEAD, path: "/api/sessions/x") else {
+            Issue.record("HEAD not served")
+            return
+        }
+        #expect(r.method == .GET)
+    }
+
+    @Test func unknownPathsAndEmptySegmentsAreNotFound() {
+        guard case .notFound = router().resolve(method: .GET, path: "/api/nothing") else { Issue.record("expected 404"); return }
+        guard case .notFound = router().resolve(method: .GET, path: "/api//sessions") else { Issue.record("expected 404"); return }
+        guard case .notFound = router().resolve(method: .GET, path: "/api/sessions//") else { Issue.record("expected 404"); return }
+    }
+}
