@@ -293,19 +293,21 @@ final class Connection: EventHandler, TimerTarget {
                                 status: response.status, nanos: loop.now &- requestStart)
         var o = out
         out = []
-        o.append(contentsOf: "HTTP/1.1 \(response.status) \(reasonPhrase(response.status))\r\n".utf8)
+        o.append(contentsOf: statusLine(response.status))
         for f in response.headers.fields {
             appendHeader(&o, f.name, f.value)
         }
-        for (n, v) in server.configuration.defaultHeaders where !response.headers.contains(n) {
-            appendHeader(&o, n, v)
+        for d in server.defaultHeaderBytes where !response.headers.contains(d.name) {
+            o.append(contentsOf: d.line)
         }
         if !requestID.isEmpty { appendHeader(&o, "X-Request-ID", requestID) }
         o.append(contentsOf: "Date: ".utf8)
         o.append(contentsOf: loop.currentHTTPDate())
         o.append(contentsOf: "\r\n".utf8)
         if !response.forbidsBody {
-            o.append(contentsOf: "Content-Length: \(response.body.count)\r\n".utf8)
+            o.append(contentsOf: "Content-Length: ".utf8)
+            appendDecimal(&o, response.body.count)
+            o.append(contentsOf: "\r\n".utf8)
         }
         if closeAfterResponse {
             o.append(contentsOf: "Connection: close\r\n".utf8)
@@ -328,10 +330,9 @@ final class Connection: EventHandler, TimerTarget {
     }
 
     private func appendHeader(_ o: inout [UInt8], _ name: String, _ value: String) {
-        // Handlers must not be able to inject header lines: drop CR/LF from names and values.
-        o.append(contentsOf: name.utf8.filter { $0 != 0x0D && $0 != 0x0A })
+        appendFieldPart(&o, name)
         o.append(contentsOf: ": ".utf8)
-        o.append(contentsOf: value.utf8.filter { $0 != 0x0D && $0 != 0x0A })
+        appendFieldPart(&o, value)
         o.append(contentsOf: "\r\n".utf8)
     }
 

@@ -19,6 +19,8 @@ public final class HTTPServer: @unchecked Sendable {
     private let drainingFlag = Atomic<Bool>(false)
     private let requestPrefix: String
     private let requestCounter = Atomic<UInt64>(0)
+    /// The configured default headers, serialised once (`Name: value\r\n`), CR and LF removed.
+    let defaultHeaderBytes: [(name: String, line: [UInt8])]
 
     var draining: Bool { drainingFlag.load(ordering: .relaxed) }
 
@@ -27,6 +29,14 @@ public final class HTTPServer: @unchecked Sendable {
         self.router = router
         self.listeners = listeners
         self.observer = observer
+        defaultHeaderBytes = configuration.defaultHeaders.map { n, v in
+            var line: [UInt8] = []
+            appendFieldPart(&line, n)
+            line.append(contentsOf: ": ".utf8)
+            appendFieldPart(&line, v)
+            line.append(contentsOf: "\r\n".utf8)
+            return (n, line)
+        }
         var ls: [EventLoop] = []
         for i in 0..<max(1, configuration.eventLoops) { ls.append(try EventLoop(index: i)) }
         loops = ls

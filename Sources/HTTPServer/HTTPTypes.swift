@@ -1,3 +1,5 @@
+import Glibc
+
 /// An HTTP method token. Any RFC 9110 token is accepted by the parser; the router decides what it serves.
 public struct HTTPMethod: Hashable, Sendable, CustomStringConvertible {
     public let rawValue: String
@@ -120,4 +122,44 @@ public func reasonPhrase(_ status: Int) -> String {
     case 505: return "HTTP Version Not Supported"
     default: return "Status \(status)"
     }
+}
+
+/// Appends a header name or value; handlers must not be able to inject header lines, so CR and LF are dropped.
+@inline(__always)
+func appendFieldPart(_ o: inout [UInt8], _ s: String) {
+    var s = s
+    s.withUTF8 { b in
+        guard let base = b.baseAddress else { return }
+        if memchr(base, 0x0D, b.count) == nil && memchr(base, 0x0A, b.count) == nil {
+            o.append(contentsOf: b)
+        } else {
+            for c in b where c != 0x0D && c != 0x0A { o.append(c) }
+        }
+    }
+}
+
+/// Appends a non-negative integer in decimal without going through a String.
+@inline(__always)
+func appendDecimal(_ o: inout [UInt8], _ value: Int) {
+    var v = max(0, value)
+    var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                 UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+        (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    var n = 0
+    withUnsafeMutableBytes(of: &digits) { d in
+        repeat {
+            d[19 - n] = UInt8(ascii: "0") + UInt8(v % 10)
+            v /= 10
+            n += 1
+        } while v > 0
+        o.append(contentsOf: d[(20 - n)...])
+    }
+}
+
+/// `HTTP/1.1 200 OK\r\n`, built once per status code.
+private let statusLines: [[UInt8]] = (0..<600).map { Array("HTTP/1.1 \($0) \(reasonPhrase($0))\r\n".utf8) }
+
+func statusLine(_ status: Int) -> [UInt8] {
+    if status >= 100 && status < 600 { return statusLines[status] }
+    return Array("HTTP/1.1 \(status) \(reasonPhrase(status))\r\n".utf8)
 }

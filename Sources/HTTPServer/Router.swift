@@ -36,6 +36,8 @@ public struct Route: Sendable {
     public let handler: Handler
     public let doc: RouteDoc
 
+    var literalCount: Int { segments.reduce(0) { if case .literal = $1 { $0 + 1 } else { $0 } } }
+
     public enum Segment: Sendable, Equatable {
         case literal(String)
         case parameter(String)
@@ -55,6 +57,8 @@ public enum RouteResolution: Sendable {
 public struct Router: Sendable {
     public private(set) var routes: [Route] = []
     private var bySegmentCount: [Int: [Int]] = [:]
+    /// Routes without parameters by normalised path: most requests resolve with one hash lookup.
+    private var staticRoutes: [String: [Int]] = [:]
 
     public init() {}
 
@@ -67,6 +71,10 @@ public struct Router: Sendable {
         precondition(!routes.contains { $0.method == method && $0.segments == segments }, "duplicate route \(method) \(pattern)")
         routes.append(Route(method: method, pattern: pattern, segments: segments, bodyLimit: bodyLimit, handler: handler, doc: doc))
         bySegmentCount[segments.count, default: []].append(routes.count - 1)
+        if segments.allSatisfy({ if case .literal = $0 { true } else { false } }) {
+            staticRoutes["/" + segments.map { if case .literal(let l) = $0 { l } else { "" } }.joined(separator: "/"), default: []]
+                .append(routes.count - 1)
+        }
     }
 
     /// Adds a route answered synchronously; a thrown `Problem` becomes its problem-details response.
@@ -84,17 +92,29 @@ public struct Router: Sendable {
     }
 
     public func resolve(method: HTTPMethod, path: String) -> RouteResolution {
+        // Fast path: a parameterless route with this exact method. A literal route wins over a pattern
+        // with a parameter in the same place, so the slow path below cannot disagree with it.
+        let trimmed = path.utf8.count > 1 && path.utf8.last == UInt8(ascii: "/") ? String(path.dropLast()) : path
+        if let candidates = staticRoutes[trimmed] {
+            for i in candidates where routes[i].method == method { return .matched(routes[i], [:]) }
+        }
         let parts = Router.split(path)
         guard let candidates = bySegmentCount[parts.count] else { return .notFound }
         var allowed: [String] = []
         var getMatch: (Route, [String: String])?
+        var exact: (Route, [String: String], literals: Int)?
         for i in candidates {
             let r = routes[i]
             guard let params = Router.match(r.segments, parts) else { continue }
-            if r.method == method { return .matched(r, params) }
-            if r.method == .GET { getMatch = (r, params) }
-            allowed.append(r.method.rawValue)
+            if r.method == method {
+                // The most specific pattern (most literal segments) wins, whatever the order of registration.
+                if exact == nil || exact!.literals < r.literalCount { exact = (r, params, r.literalCount) }
+                continue
+            }
+            if r.method == .GET, getMatch.map({ $0.0.literalCount < r.literalCount }) ?? true { getMatch = (r, params) }
+            if !allowed.contains(r.method.rawValue) { allowed.append(r.method.rawValue) }
         }
+        if let exact { return .matched(exact.0, exact.1) }
         if method == .HEAD, let g = getMatch { return .matched(g.0, g.1) }
         if allowed.isEmpty { return .notFound }
         if allowed.contains("GET") && !allowed.contains("HEAD") { allowed.append("HEAD") }

@@ -55,4 +55,30 @@ struct RouterTests {
         guard case .notFound = router().resolve(method: .GET, path: "/api//sessions") else { Issue.record("expected 404"); return }
         guard case .notFound = router().resolve(method: .GET, path: "/api/sessions//") else { Issue.record("expected 404"); return }
     }
+
+    @Test func literalSegmentsWinOverParametersWhateverTheOrder() {
+        var r = Router()
+        let doc = RouteDoc("t")
+        r.add(.GET, "/api/sessions/{id}", doc: doc) { _ in Response(status: 200) }
+        r.add(.GET, "/api/sessions/{id}/messages", doc: doc) { _ in Response(status: 200) }
+        r.add(.GET, "/api/sessions/info", doc: doc) { _ in Response(status: 200) }
+        r.add(.GET, "/api/{any}/x/messages", doc: doc) { _ in Response(status: 200) }
+        r.add(.GET, "/api/sessions/info/messages", doc: doc) { _ in Response(status: 200) }
+        for (path, pattern) in [("/api/sessions/info", "/api/sessions/info"), ("/api/sessions/info/", "/api/sessions/info"),
+                                ("/api/sessions/abc", "/api/sessions/{id}"), ("/api/sessions/x/messages", "/api/sessions/{id}/messages"),
+                                ("/api/sessions/info/messages", "/api/sessions/info/messages")] {
+            for method in [HTTPMethod.GET, .HEAD] {
+                guard case .matched(let route, _) = r.resolve(method: method, path: path) else {
+                    Issue.record("\(method) \(path): no match")
+                    continue
+                }
+                #expect(route.pattern == pattern, "\(method) \(path)")
+            }
+        }
+        guard case .methodNotAllowed(let allow) = r.resolve(method: .POST, path: "/api/sessions/info") else {
+            Issue.record("expected 405")
+            return
+        }
+        #expect(allow == ["GET", "HEAD", "OPTIONS"])
+    }
 }
