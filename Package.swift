@@ -36,7 +36,7 @@ let package = Package(
             dependencies: ["SupervisorCore", "SupervisorConfig", "SystemdIntegration", "HTTPServer"]
         ),
         // Benchmarks that print figures (wrk against us and nginx, idle-connection RSS).
-        .executableTarget(name: "chimerax-supervisor-bench", dependencies: ["CShim"]),
+        .executableTarget(name: "chimerax-supervisor-bench", dependencies: ["CShim", "TestSupport"]),
 
         .target(name: "TestSupport", dependencies: ["CShim"], path: "Tests/TestSupport"),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "TestSupport"]),

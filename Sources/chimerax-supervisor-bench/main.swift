@@ -1,1 +1,210 @@
-print("bench: todo")
+import CShim
+import Foundation
+import Glibc
+import TestSupport
+
+// Benchmarks that print figures and assert nothing. Run from the package directory:
+//   swift run -c release chimerax-supervisor-bench http [--connections 64] [--duration 10] [--idle 10000]
+
+struct BenchError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+func tempDirectory() -> String {
+    var template = Array("/tmp/cxs-bench-XXXXXX".utf8CString)
+    let p = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+    return String(decoding: UnsafeRawBufferPointer(start: p, count: strlen(p!)), as: UTF8.self)
+}
+
+/// Runs a command to completion (posix_spawn + waitpid: Foundation's Process hangs on nginx's daemonizing fork).
+func run(_ path: String, _ args: [String], timeout: Double = 120) throws -> (Int32, String) {
+    let r = try runProgram(path, args, timeout: timeout)
+    return (r.status, r.stdout + r.stderr)
+}
+
+func which(_ name: String) -> String? {
+    let path = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").map(String.init)
+    for dir in path + ["/usr/sbin", "/sbin"] {
+        let p = "\(dir)/\(name)"
+        if access(p, X_OK) == 0 { return p }
+    }
+    return nil
+}
+
+struct WrkResult {
+    let requestsPerSecond: Double
+    let p99Milliseconds: Double
+    let raw: String
+}
+
+func parseWrk(_ text: String) throws -> WrkResult {
+    var rps: Double?
+    var p99: Double?
+    for line in text.split(separator: "\n") {
+        let t = line.trimmingCharacters(in: .whitespaces)
+        if t.hasPrefix("Requests/sec:") { rps = Double(t.dropFirst("Requests/sec:".count).trimmingCharacters(in: .whitespaces)) }
+        if t.hasPrefix("99%") {
+            let v = t.dropFirst(3).trimmingCharacters(in: .whitespaces)
+            if v.hasSuffix("us") { p99 = Double(v.dropLast(2)).map { $0 / 1000 } }
+            else if v.hasSuffix("ms") { p99 = Double(v.dropLast(2)) }
+            else if v.hasSuffix("s") { p99 = Double(v.dropLast(1)).map { $0 * 1000 } }
+        }
+    }
+    guard let rps, let p99 else { throw BenchError("could not read wrk output:\n\(text)") }
+    return WrkResult(requestsPerSecond: rps, p99Milliseconds: p99, raw: text)
+}
+
+func rssBytes(_ pid: Int32) -> Int {
+    guard let s = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
+    for line in s.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        return (line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int($0) } ?? 0) * 1024
+    }
+    return 0
+}
+
+func connect(port: UInt16) -> Int32 {
+    var sa = sockaddr_in()
+    sa.sin_family = sa_family_t(AF_INET)
+    sa.sin_port = port.bigEndian
+    sa.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    let r = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    if r != 0 {
+        close(fd)
+        return -1
+    }
+    return fd
+}
+
+/// Starts the release daemon on a free port; returns it and its port.
+func startDaemon(binary: String, dir: String, extra: [String]) throws -> (Child, UInt16) {
+    let log = dir + "/daemon.log"
+    let p = try Child(binary, ["serve", "--listen", "127.0.0.1:0", "--socket", "none", "--state-dir", dir + "/state", "--log-level", "warning"] + extra,
+                      environment: cleanEnvironment(), outputPath: log)
+    // The port is logged at notice; warning level hides it, so read it from /proc instead.
+    for _ in 0..<500 {
+        usleep(10_000)
+        if let port = listeningPort(pid: p.pid) { return (p, port) }
+    }
+    throw BenchError("daemon did not start:\n" + ((try? String(contentsOfFile: log, encoding: .utf8)) ?? ""))
+}
+
+/// The TCP port a process listens on, from /proc/net/tcp and its descriptors.
+func listeningPort(pid: Int32) -> UInt16? {
+    guard let fds = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd") else { return nil }
+    var inodes = Set<String>()
+    for fd in fds {
+        if let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)"), target.hasPrefix("socket:[") {
+            inodes.insert(String(target.dropFirst(8).dropLast()))
+        }
+    }
+    guard let table = try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8) else { return nil }
+    for line in table.split(separator: "\n").dropFirst() {
+        let f = line.split(separator: " ", omittingEmptySubsequences: true)
+        if f.count > 9, f[3] == "0A", inodes.contains(String(f[9])) {
+            let local = f[1].split(separator: ":")
+            if local.count == 2, let port = UInt16(local[1], radix: 16) { return port }
+        }
+    }
+    return nil
+}
+
+func httpBench(connections: Int, duration: Int, idle: Int) throws {
+    guard let wrk = which("wrk") else { throw BenchError("wrk is not installed: apt-get install -y wrk") }
+    guard let nginx = which("nginx") else { throw BenchError("nginx is not installed: apt-get install -y nginx-light") }
+    let dir = tempDirectory()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    print("building the release daemon…")
+    let (st, out) = try run(which("swift") ?? "/opt/swift/usr/bin/swift", ["build", "-c", "release", "--product", "chimerax-supervisor"], timeout: 3600)
+    guard st == 0 else { throw BenchError("swift build failed:\n\(out)") }
+    let (_, binPath) = try run(which("swift") ?? "/opt/swift/usr/bin/swift", ["build", "-c", "release", "--show-bin-path"])
+    let binary = binPath.trimmingCharacters(in: .whitespacesAndNewlines) + "/chimerax-supervisor"
+
+    var rl = rlimit()
+    getrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl)
+    rl.rlim_cur = rl.rlim_max
+    setrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl)
+
+    let (daemon, port) = try startDaemon(binary: binary, dir: dir, extra: [])
+    defer {
+        daemon.signal(SIGTERM)
+        _ = daemon.wait(timeout: 15)
+    }
+    let nginxPort = port &+ 1 == 0 ? port &- 1 : port &+ 1
+    let conf = """
+        worker_processes auto;
+        pid \(dir)/nginx.pid;
+        error_log \(dir)/nginx-error.log;
+        daemon on;
+        events { worker_connections 20000; }
+        http {
+            access_log off;
+            server {
+                listen 127.0.0.1:\(nginxPort);
+                location / { default_type "application/json; charset=utf-8"; return 200 '{"status":"ok"}'; }
+            }
+        }
+        """
+    try conf.write(toFile: dir + "/nginx.conf", atomically: true, encoding: .utf8)
+    let (ns, nout) = try run(nginx, ["-c", dir + "/nginx.conf"])
+    guard ns == 0 else { throw BenchError("nginx failed to start:\n\(nout)") }
+    defer { _ = try? run(nginx, ["-c", dir + "/nginx.conf", "-s", "stop"]) }
+    usleep(300_000)
+
+    let threads = min(connections, Int(cshim_cpu_count()))
+    func load(_ port: UInt16, seconds: Int) throws -> WrkResult {
+        let (_, text) = try run(wrk, ["-t\(threads)", "-c\(connections)", "-d\(seconds)s", "--latency", "http://127.0.0.1:\(port)/healthz"])
+        return try parseWrk(text)
+    }
+    print("GET /healthz, \(connections) keep-alive connections, \(threads) wrk threads, \(duration) s each (after 2 s warm-up)")
+    _ = try load(port, seconds: 2)
+    _ = try load(nginxPort, seconds: 2)
+    let ours = try load(port, seconds: duration)
+    let theirs = try load(nginxPort, seconds: duration)
+    print(String(format: "  chimerax-supervisor: %10.0f req/s   p99 %7.3f ms", ours.requestsPerSecond, ours.p99Milliseconds))
+    print(String(format: "  nginx (fixed 200):   %10.0f req/s   p99 %7.3f ms", theirs.requestsPerSecond, theirs.p99Milliseconds))
+    print(String(format: "  ratio (ours / nginx): %.2f req/s   (target >= 0.80)", ours.requestsPerSecond / theirs.requestsPerSecond))
+
+    // Idle keep-alive connections and the daemon's memory.
+    let before = rssBytes(daemon.pid)
+    var fds: [Int32] = []
+    fds.reserveCapacity(idle)
+    let request = Array("GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n".utf8)
+    var buf = [UInt8](repeating: 0, count: 4096)
+    for _ in 0..<idle {
+        let fd = connect(port: port)
+        if fd < 0 { break }
+        _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        fds.append(fd)
+        if fds.count % 500 == 0 {
+            // Read the answers in batches so every connection has completed one exchange and sits idle.
+            for f in fds.suffix(500) { _ = recv(f, &buf, buf.count, 0) }
+        }
+    }
+    for f in fds.suffix(fds.count % 500) { _ = recv(f, &buf, buf.count, 0) }
+    usleep(500_000)
+    let after = rssBytes(daemon.pid)
+    print("\(fds.count) idle keep-alive connections (each after one request):")
+    print(String(format: "  daemon RSS %.1f MB before, %.1f MB with them open (%.1f KB per connection; target < 150 MB)",
+                 Double(before) / 1e6, Double(after) / 1e6, Double(after - before) / Double(max(1, fds.count)) / 1e3))
+    for f in fds { close(f) }
+}
+
+let args = Array(CommandLine.arguments.dropFirst())
+let command = args.first ?? "help"
+func option(_ name: String, _ def: Int, in args: [String]) -> Int {
+    if let i = args.firstIndex(of: name), i + 1 < args.count, let v = Int(args[i + 1]) { return v }
+    return def
+}
+do {
+    switch command {
+    case "http":
+        try httpBench(connections: option("--connections", 64, in: args), duration: option("--duration", 10, in: args), idle: option("--idle", 10_000, in: args))
+    default:
+        print("usage: chimerax-supervisor-bench http [--connections 64] [--duration 10] [--idle 10000]")
+    }
+} catch {
+    FileHandle.standardError.write(Data("bench: \(error)\n".utf8))
+    exit(1)
+}

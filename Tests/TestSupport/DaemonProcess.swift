@@ -94,7 +94,8 @@ public final class DaemonProcess: @unchecked Sendable {
 
 /// Runs a program to completion and returns its status and output. Output goes through temporary files,
 /// not pipes: a child spawned concurrently by another test may inherit a pipe's write end and hold it open.
-public func runProgram(_ path: String, _ args: [String], environment: [String: String]? = nil, stdin: String? = nil) throws
+public func runProgram(_ path: String, _ args: [String], environment: [String: String]? = nil, stdin: String? = nil,
+                       timeout: Double = 60) throws
     -> (status: Int32, stdout: String, stderr: String)
 {
     let dir = DaemonProcess.makeTempDirectory()
@@ -105,7 +106,7 @@ public func runProgram(_ path: String, _ args: [String], environment: [String: S
     _ = FileManager.default.createFile(atPath: inPath, contents: Data((stdin ?? "").utf8))
     let child = try Child(path, args, environment: environment ?? ProcessInfo.processInfo.environment,
                           outputPath: outPath, errorPath: errPath, inputPath: inPath)
-    guard let status = child.wait(timeout: 60) else { throw TestFailure("\(path) did not finish in 60 s") }
+    guard let status = child.wait(timeout: timeout) else { throw TestFailure("\(path) did not finish in \(Int(timeout)) s") }
     let o = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
     let e = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
     return (status, o, e)
