@@ -25,10 +25,12 @@ let package = Package(
         .target(name: "SupervisorConfig"),
         // sd_notify, socket activation, journal and stderr logging.
         .target(name: "SystemdIntegration", dependencies: ["CSystemd", "CShim"]),
+        // The durable store: checksummed append-only log, group commit, snapshots, recovery. Knows no HTTP.
+        .target(name: "SupervisorStore", dependencies: ["CShim"]),
         // The application: routes, metrics, OpenAPI document, lifecycle of the daemon.
         .target(
             name: "SupervisorCore",
-            dependencies: ["HTTPServer", "SupervisorConfig", "SystemdIntegration"]
+            dependencies: ["HTTPServer", "SupervisorConfig", "SystemdIntegration", "SupervisorStore"]
         ),
         // Thin executable: parses the subcommand and wires the modules.
         .executableTarget(
@@ -36,11 +38,12 @@ let package = Package(
             dependencies: ["SupervisorCore", "SupervisorConfig", "SystemdIntegration", "HTTPServer"]
         ),
         // Benchmarks that print figures (wrk against us and nginx, idle-connection RSS).
-        .executableTarget(name: "chimerax-supervisor-bench", dependencies: ["CShim", "TestSupport"]),
+        .executableTarget(name: "chimerax-supervisor-bench", dependencies: ["CShim", "TestSupport", "SupervisorStore"]),
 
         .target(name: "TestSupport", dependencies: ["CShim"], path: "Tests/TestSupport"),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "TestSupport"]),
         .testTarget(name: "SupervisorConfigTests", dependencies: ["SupervisorConfig"]),
+        .testTarget(name: "SupervisorStoreTests", dependencies: ["SupervisorStore", "CShim", "TestSupport"]),
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["TestSupport"],

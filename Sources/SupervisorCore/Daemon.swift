@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import HTTPServer
 import SupervisorConfig
+import SupervisorStore
 import SystemdIntegration
 
 /// The `serve` command: binds listeners, runs the event loops, talks to systemd, reloads on SIGHUP, drains
@@ -13,6 +14,9 @@ public final class Daemon {
     let configuration: Configuration
     let logger: Logger
     let notifier = Notifier()
+    /// Exit status when the state store is damaged or from a newer version: restarting cannot help
+    /// (`RestartPreventExitStatus=2 3` in the unit).
+    public static let exitStateDamaged: Int32 = 3
     /// How long SIGTERM waits for requests in flight.
     let drainTimeout: Double = 10
 
@@ -35,6 +39,27 @@ public final class Daemon {
             logger.error("cannot prepare the state directory", [("error", "\(error)")])
             return 1
         }
+        // The store before any listener: a second daemon on this state directory, or damaged state, stops
+        // the start before anything is bound.
+        let store: Store
+        do {
+            store = try Store(stateDirectory: c.stateDir)
+        } catch {
+            switch error.code {
+            case .corrupt:
+                logger.error("\(error.message); run `chimerax-supervisor state check --state-dir \(c.stateDir)` to see the damage "
+                    + "and `chimerax-supervisor state repair --state-dir \(c.stateDir)` to keep everything before it (the rest is copied aside)")
+                return Daemon.exitStateDamaged
+            case .tooNew:
+                logger.error(error.description)
+                return Daemon.exitStateDamaged
+            default:
+                logger.error("cannot open the state store: \(error.description)")
+                return 1
+            }
+        }
+        defer { store.close() }
+        logger.notice("state store opened", [("directory", store.directory), ("recovery", store.recoveryReport)])
 
         var specs: [ListenerSpec] = []
         let activated = ActivatedSockets.take()
@@ -68,7 +93,7 @@ public final class Daemon {
             }
         }
 
-        let state = DaemonState(configuration: c, logger: logger, shards: c.eventLoops)
+        let state = DaemonState(configuration: c, logger: logger, shards: c.eventLoops, store: store)
         var router = Router()
         OperationalRoutes(state: state).register(on: &router)
 

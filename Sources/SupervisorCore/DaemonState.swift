@@ -3,6 +3,7 @@ import Glibc
 import HTTPServer
 import Synchronization
 import SupervisorConfig
+import SupervisorStore
 import SystemdIntegration
 
 /// State shared by the routes and the daemon: the live configuration (swapped on SIGHUP), metrics, logger.
@@ -17,8 +18,10 @@ public final class DaemonState: Sendable {
     /// Set once the server exists (connection gauges).
     private let serverRef = Mutex<HTTPServer?>(nil)
     private let openAPI = Mutex<[UInt8]>([])
+    public let store: Store
 
-    init(configuration: Configuration, logger: Logger, shards: Int) {
+    init(configuration: Configuration, logger: Logger, shards: Int, store: Store) {
+        self.store = store
         config = Mutex(configuration)
         self.logger = logger
         metrics = HTTPMetrics(shards: shards)
@@ -55,16 +58,24 @@ public final class DaemonState: Sendable {
     func readinessChecks() -> [Check] {
         let c = configuration
         var checks: [Check] = []
-        // The state directory must accept a write that reaches the disk.
+        // The store must be healthy (its last write or probe reached the disk) and the state directory must
+        // accept a write that reaches the disk now (a full disk shows here before the next API write fails).
         let probe = c.stateDir + "/.readyz-probe"
         let fd = open(probe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        var probeError: Int32 = 0
         if fd >= 0 {
-            let ok = write(fd, "ok", 2) == 2 && fsync(fd) == 0
+            if write(fd, "ok", 2) != 2 || fsync(fd) != 0 { probeError = errno == 0 ? EIO : errno }
             close(fd)
             unlink(probe)
-            checks.append(Check(name: "state_store", ok: ok, detail: ok ? c.stateDir : "cannot write \(c.stateDir)"))
         } else {
-            checks.append(Check(name: "state_store", ok: false, detail: "cannot write \(c.stateDir): \(String(decoding: Array(UnsafeBufferPointer(start: strerror(errno), count: strlen(strerror(errno)))).map { UInt8(bitPattern: $0) }, as: UTF8.self))"))
+            probeError = errno
+        }
+        if probeError != 0 {
+            checks.append(Check(name: "state_store", ok: false, detail: "cannot write \(c.stateDir): \(String(cString: strerror(probeError)))"))
+        } else if !store.isHealthy {
+            checks.append(Check(name: "state_store", ok: false, detail: store.lastError?.description ?? "the last write failed"))
+        } else {
+            checks.append(Check(name: "state_store", ok: true, detail: store.directory))
         }
         if let x = c.chimerax, access(x, X_OK) == 0 {
             checks.append(Check(name: "chimerax", ok: true, detail: x))

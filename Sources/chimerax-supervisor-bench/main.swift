@@ -1,6 +1,8 @@
 import CShim
 import Foundation
 import Glibc
+import Synchronization
+import SupervisorStore
 import TestSupport
 
 // Benchmarks that print figures and assert nothing. Run from the package directory:
@@ -191,6 +193,135 @@ func httpBench(connections: Int, duration: Int, idle: Int) throws {
     for f in fds { close(f) }
 }
 
+// MARK: Store
+
+/// The user record the crash test expects for `id` (its content is a function of the id, so a test can tell a
+/// whole record from a damaged one).
+func writerUser(_ id: String, _ n: Int) -> User {
+    User(id: id, username: id, passwordHash: String(repeating: "h\(id.count)", count: 1 + n % 40), isAdmin: n % 2 == 0, createdAt: Int64(n))
+}
+
+/// `store-writer DIR WRITERS COMPACT_BYTES`: writes as fast as it can from WRITERS threads and prints
+/// `ack ID` after each acknowledged write (one write(2) per line, so a kill never splits one). Every fifth
+/// write is a session record with two transcript entries in one atomic write. Runs until killed.
+func storeWriter(_ dir: String, writers: Int, compactBytes: Int) throws {
+    var o = Store.Options()
+    o.compactionBytes = compactBytes
+    let store = try Store(stateDirectory: dir, options: o)
+    let prefix = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+    for w in 0..<writers {
+        let t = Thread {
+            var n = 0
+            while true {
+                n += 1
+                let id = "\(prefix)-\(w)-\(n)"
+                let mutations: [Mutation]
+                if n % 5 == 0 {
+                    let s = SessionRecord(id: id, name: "s", ownerType: "user", ownerID: "u", status: "ready", createdAt: Int64(n),
+                                          lastActivity: Int64(n), expiresAt: Int64(n) + 900, idleTimeoutSeconds: 900, lifetimeEndsAt: Int64(n) + 9000)
+                    mutations = [.putSession(s),
+                                 .appendTranscript(TranscriptEntry(sessionID: id, order: 1, timestamp: Int64(n), kind: "command", level: "info", text: "open 1abc")),
+                                 .appendTranscript(TranscriptEntry(sessionID: id, order: 2, timestamp: Int64(n), kind: "reply", level: "info", text: "ok"))]
+                } else {
+                    mutations = [.putUser(writerUser(id, n))]
+                }
+                do {
+                    try store.write(mutations)
+                } catch {
+                    continue
+                }
+                let line = Array("ack \(id) \(n)\n".utf8)
+                _ = line.withUnsafeBytes { Glibc.write(1, $0.baseAddress, $0.count) }
+            }
+        }
+        t.start()
+    }
+    while true { sleep(60) }
+}
+
+func percentile(_ sorted: [Double], _ p: Double) -> Double {
+    sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
+}
+
+/// Durable writes per second and p99 latency with 1 and 64 writers; recovery time of 100,000 records.
+func storeBench(seconds: Int, records: Int) throws {
+    let base = tempDirectory()
+    defer { try? FileManager.default.removeItem(atPath: base) }
+    print("store in \(base) (filesystem of /tmp); each write is one user record (~120 bytes), acknowledged after fdatasync")
+    for writers in [1, 64] {
+        let dir = base + "/w\(writers)"
+        let store = try Store(stateDirectory: dir)
+        let latencies = Mutex<[Double]>([])
+        let stop = Atomic<Bool>(false)
+        let finished = DispatchSemaphore(value: 0)
+        let t0 = monotonic()
+        for w in 0..<writers {
+            Thread {
+                var mine: [Double] = []
+                var n = 0
+                while !stop.load(ordering: .relaxed) {
+                    n += 1
+                    let id = "w\(w)-\(n)"
+                    let s = monotonic()
+                    try? store.write([.putUser(writerUser(id, n))])
+                    mine.append(monotonic() - s)
+                }
+                latencies.withLock { $0.append(contentsOf: mine) }
+                finished.signal()
+            }.start()
+        }
+        sleep(UInt32(seconds))
+        stop.store(true, ordering: .relaxed)
+        for _ in 0..<writers { finished.wait() }
+        let elapsed = monotonic() - t0
+        let all = latencies.withLock { $0 }.sorted()
+        print(String(format: "  %2d writer%@: %8.0f durable writes/s   p50 %.3f ms   p99 %.3f ms   (%d writes in %.1f s)",
+                     writers, writers == 1 ? " " : "s", Double(all.count) / elapsed, percentile(all, 0.5) * 1000, percentile(all, 0.99) * 1000, all.count, elapsed))
+        store.close()
+    }
+    // Recovery: `records` records written in big batches, then reopened (log replay), then compacted into a
+    // snapshot and reopened again (snapshot load).
+    let dir = base + "/recovery"
+    do {
+        var o = Store.Options()
+        o.compactionBytes = Int.max
+        let store = try Store(stateDirectory: dir, options: o)
+        var batch: [Mutation] = []
+        for n in 1...records {
+            batch.append(.putUser(writerUser("r-\(n)", n)))
+            if batch.count == 1000 {
+                try store.write(batch)
+                batch = []
+            }
+        }
+        if !batch.isEmpty { try store.write(batch) }
+        store.close()
+    }
+    var t = monotonic()
+    var store = try Store(stateDirectory: dir)
+    var took = monotonic() - t
+    let count = store.state.users.count
+    print(String(format: "  recovery of %d records from the log: %.3f s  (%@)", count, took, store.recoveryReport))
+    store.close()
+    // Force a snapshot: reopen with a tiny compaction threshold and one write.
+    var o = Store.Options()
+    o.compactionBytes = 1
+    store = try Store(stateDirectory: dir, options: o)
+    try store.write([.noop])
+    store.close()
+    t = monotonic()
+    store = try Store(stateDirectory: dir)
+    took = monotonic() - t
+    print(String(format: "  recovery of %d records from a snapshot: %.3f s  (%@)", store.state.users.count, took, store.recoveryReport))
+    store.close()
+}
+
+func monotonic() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
 let args = Array(CommandLine.arguments.dropFirst())
 let command = args.first ?? "help"
 func option(_ name: String, _ def: Int, in args: [String]) -> Int {
@@ -201,8 +332,17 @@ do {
     switch command {
     case "http":
         try httpBench(connections: option("--connections", 64, in: args), duration: option("--duration", 10, in: args), idle: option("--idle", 10_000, in: args))
+    case "store":
+        try storeBench(seconds: option("--duration", 5, in: args), records: option("--records", 100_000, in: args))
+    case "store-writer":
+        guard args.count >= 4, let w = Int(args[2]), let c = Int(args[3]) else { throw BenchError("usage: store-writer DIR WRITERS COMPACT_BYTES") }
+        try storeWriter(args[1], writers: w, compactBytes: c)
     default:
-        print("usage: chimerax-supervisor-bench http [--connections 64] [--duration 10] [--idle 10000]")
+        print("""
+            usage: chimerax-supervisor-bench http [--connections 64] [--duration 10] [--idle 10000]
+                   chimerax-supervisor-bench store [--duration 5] [--records 100000]
+                   chimerax-supervisor-bench store-writer DIR WRITERS COMPACT_BYTES   (the crash test's writer)
+            """)
     }
 } catch {
     FileHandle.standardError.write(Data("bench: \(error)\n".utf8))

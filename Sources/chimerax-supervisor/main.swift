@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import SupervisorConfig
 import SupervisorCore
+import SupervisorStore
 import SystemdIntegration
 
 // Block the stop/reload signals before any thread exists, so every thread inherits the mask and they are
@@ -13,6 +14,7 @@ signal(SIGPIPE, SIG_IGN)
 let usage = """
     usage: chimerax-supervisor [serve] [options]
            chimerax-supervisor config print [--json] [options]
+           chimerax-supervisor state check|repair [--state-dir PATH]
            chimerax-supervisor --version | --help
 
     serve options (each also CHIMERAX_SUPERVISOR_<NAME> in the environment, or `name = value` in the file
@@ -88,6 +90,13 @@ case "config":
     } else {
         print(config.printable())
     }
+case "state":
+    guard let sub = args.first, sub == "check" || sub == "repair" else {
+        fail("usage: chimerax-supervisor state check|repair [--state-dir PATH]")
+    }
+    args.removeFirst()
+    let config = loadConfiguration(args)
+    exit(sub == "check" ? stateCheck(config.stateDir) : stateRepair(config.stateDir))
 case "help":
     printUsage()
 case "version":
@@ -108,4 +117,42 @@ func jsonString(_ s: String) -> String {
         }
     }
     return out + "\""
+}
+
+/// `state check`: every file of the store, its records and any damage. Exit 0 when the store would open,
+/// 1 when it needs `state repair`.
+func stateCheck(_ dir: String) -> Int32 {
+    let reports: [FileReport]
+    do {
+        reports = try Store.check(stateDirectory: dir)
+    } catch {
+        fail(error.description, status: 1)
+    }
+    var bad = false
+    print("state directory \(dir)/store")
+    if reports.isEmpty { print("  (no files: a new store)") }
+    for r in reports {
+        var line = "  \(r.name)  \(r.bytes) bytes  format \(r.version.map(String.init) ?? "?")  \(r.records) records"
+        if let p = r.problem {
+            line += "  \(r.tornTail ? "note" : "DAMAGED"): \(p) at byte \(r.damageOffset ?? 0)"
+            if !r.tornTail { bad = true }
+        } else {
+            line += "  ok"
+        }
+        print(line)
+    }
+    if bad { print("run `chimerax-supervisor state repair --state-dir \(dir)` to keep everything before the damage (the rest is copied aside)") }
+    return bad ? 1 : 0
+}
+
+/// `state repair`: keeps everything before damage, copies the rest aside. Refuses while a daemon holds the lock.
+func stateRepair(_ dir: String) -> Int32 {
+    do {
+        let actions = try Store.repair(stateDirectory: dir)
+        if actions.isEmpty { print("nothing to repair in \(dir)/store") }
+        for a in actions { print(a) }
+        return 0
+    } catch {
+        fail(error.description, status: 1)
+    }
 }

@@ -57,4 +57,12 @@ int cshim_getrandom(void *buf, size_t len);
 int cshim_spawn(pid_t *pid, const char *path, char *const argv[], char *const envp[], const char *cwd,
                 int in_fd, int out_fd, int err_fd, int new_pgroup);
 
+/// CRC-32C (Castagnoli) of `len` bytes, continuing from `crc` (0 to start). SSE 4.2 when the CPU has it.
+uint32_t cshim_crc32c(uint32_t crc, const void *buf, size_t len);
+/// The same, always by table (tests compare the two paths).
+uint32_t cshim_crc32c_software(uint32_t crc, const void *buf, size_t len);
+
+/// flock(fd, LOCK_EX | LOCK_NB); returns 0, or an errno value (EWOULDBLOCK when another holds it).
+int cshim_flock_exclusive(int fd);
+
 #endif

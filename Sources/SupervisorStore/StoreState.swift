@@ -1,0 +1,211 @@
+/// Times to ids, earliest first: a min-heap with lazy deletion. An entry counts only while the record still
+/// has that expiry (the owner of the heap checks), so moving an expiry is one push, not a search.
+public struct ExpiryIndex: Sendable, Equatable {
+    private var heap: [(at: Int64, id: String)] = []
+
+    public init() {}
+
+    public var count: Int { heap.count }
+
+    public static func == (a: ExpiryIndex, b: ExpiryIndex) -> Bool {
+        a.heap.count == b.heap.count && zip(a.heap, b.heap).allSatisfy { $0.at == $1.at && $0.id == $1.id }
+    }
+
+    mutating func push(_ at: Int64, _ id: String) {
+        heap.append((at, id))
+        var i = heap.count - 1
+        while i > 0 {
+            let p = (i - 1) / 2
+            if heap[p].at <= heap[i].at { break }
+            heap.swapAt(p, i)
+            i = p
+        }
+    }
+
+    var peek: (at: Int64, id: String)? { heap.first }
+
+    mutating func pop() {
+        guard !heap.isEmpty else { return }
+        heap.swapAt(0, heap.count - 1)
+        heap.removeLast()
+        var i = 0
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var m = i
+            if l < heap.count && heap[l].at < heap[m].at { m = l }
+            if r < heap.count && heap[r].at < heap[m].at { m = r }
+            if m == i { break }
+            heap.swapAt(i, m)
+            i = m
+        }
+    }
+
+    /// Drops stale entries when the heap has grown to more than twice the live count.
+    mutating func compact(live: (String, Int64) -> Bool) {
+        let kept = heap.filter { live($0.id, $0.at) }
+        heap = []
+        for e in kept { push(e.at, e.id) }
+    }
+}
+
+/// Everything the store holds, with the indexes the API needs. A value: a copy is a consistent snapshot.
+public struct StoreState: Sendable {
+    public private(set) var users: [String: User] = [:]
+    /// Lower-cased username → user id.
+    public private(set) var userIDsByName: [String: String] = [:]
+    public private(set) var deviceSessions: [String: DeviceSession] = [:]
+    /// SHA-256 of the token → device session id.
+    public private(set) var deviceSessionIDsByToken: [[UInt8]: String] = [:]
+    public private(set) var deviceSessionIDsByUser: [String: Set<String>] = [:]
+    public private(set) var anonymousSessions: [String: AnonymousSession] = [:]
+    public private(set) var sessions: [String: SessionRecord] = [:]
+    /// `user:<id>` or `anonymous:<id>` → session ids.
+    public private(set) var sessionIDsByOwner: [String: Set<String>] = [:]
+    public private(set) var sessionIDsByStatus: [String: Set<String>] = [:]
+    public private(set) var transcripts: [String: [TranscriptEntry]] = [:]
+    private var deviceExpiry = ExpiryIndex()
+    private var anonymousExpiry = ExpiryIndex()
+    private var sessionExpiry = ExpiryIndex()
+    /// Entries in the session expiry heap, stale ones included (tests check it stays bounded).
+    var sessionExpiryEntries: Int { sessionExpiry.count }
+    /// Records applied since the state was built (snapshot + log); compaction looks at it.
+    public private(set) var appliedCount = 0
+
+    public init() {}
+
+    public static func ownerKey(type: String, id: String) -> String { "\(type):\(id)" }
+
+    public func user(named name: String) -> User? { userIDsByName[name.lowercased()].flatMap { users[$0] } }
+
+    public func deviceSession(tokenHash: [UInt8]) -> DeviceSession? { deviceSessionIDsByToken[tokenHash].flatMap { deviceSessions[$0] } }
+
+    public func deviceSessions(ofUser id: String) -> [DeviceSession] {
+        (deviceSessionIDsByUser[id] ?? []).compactMap { deviceSessions[$0] }
+    }
+
+    public func sessions(ownedBy type: String, _ id: String) -> [SessionRecord] {
+        (sessionIDsByOwner[StoreState.ownerKey(type: type, id: id)] ?? []).compactMap { sessions[$0] }
+    }
+
+    public func sessions(withStatus status: String) -> [SessionRecord] {
+        (sessionIDsByStatus[status] ?? []).compactMap { sessions[$0] }
+    }
+
+    /// Live (not ended) sessions whose `expires_at` is at or before `time`, earliest first.
+    public func sessionsExpiring(before time: Int64) -> [SessionRecord] {
+        StoreState.due(sessionExpiry, before: time) { id, at in sessions[id].flatMap { !$0.isEnded && $0.expiresAt == at ? $0 : nil } }
+    }
+
+    /// Device sessions whose absolute expiry is at or before `time`.
+    public func deviceSessionsExpiring(before time: Int64) -> [DeviceSession] {
+        StoreState.due(deviceExpiry, before: time) { id, at in deviceSessions[id].flatMap { $0.expiresAt == at ? $0 : nil } }
+    }
+
+    /// Anonymous sessions whose expiry is at or before `time`.
+    public func anonymousSessionsExpiring(before time: Int64) -> [AnonymousSession] {
+        StoreState.due(anonymousExpiry, before: time) { id, at in anonymousSessions[id].flatMap { $0.expiresAt == at ? $0 : nil } }
+    }
+
+    /// Pops a copy of `index` up to `time`; `live` returns the record when the entry is still current.
+    private static func due<R>(_ index: ExpiryIndex, before time: Int64, _ live: (String, Int64) -> R?) -> [R] {
+        var index = index
+        var out: [R] = []
+        var seen = Set<String>()
+        while let top = index.peek, top.at <= time {
+            index.pop()
+            if seen.contains(top.id) { continue }
+            if let r = live(top.id, top.at) {
+                seen.insert(top.id)
+                out.append(r)
+            }
+        }
+        return out
+    }
+
+    /// Number of live records (what a snapshot would write).
+    public var recordCount: Int {
+        users.count + deviceSessions.count + anonymousSessions.count + sessions.count + transcripts.values.reduce(0) { $0 + $1.count }
+    }
+
+    mutating func apply(_ m: Mutation) {
+        appliedCount += 1
+        switch m {
+        case .noop: break
+        case .putUser(let u):
+            if let old = users[u.id] { userIDsByName[old.username.lowercased()] = nil }
+            users[u.id] = u
+            userIDsByName[u.username.lowercased()] = u.id
+        case .deleteUser(let id):
+            if let old = users.removeValue(forKey: id) { userIDsByName[old.username.lowercased()] = nil }
+        case .putDeviceSession(let d):
+            if let old = deviceSessions[d.id] { deviceSessionIDsByToken[old.tokenHash] = nil }
+            deviceSessions[d.id] = d
+            deviceSessionIDsByToken[d.tokenHash] = d.id
+            deviceSessionIDsByUser[d.userID, default: []].insert(d.id)
+            deviceExpiry.push(d.expiresAt, d.id)
+            if deviceExpiry.count > 2 * deviceSessions.count + 64 {
+                deviceExpiry.compact { id, at in deviceSessions[id]?.expiresAt == at }
+            }
+        case .deleteDeviceSession(let id):
+            if let old = deviceSessions.removeValue(forKey: id) {
+                deviceSessionIDsByToken[old.tokenHash] = nil
+                deviceSessionIDsByUser[old.userID]?.remove(id)
+                if deviceSessionIDsByUser[old.userID]?.isEmpty == true { deviceSessionIDsByUser[old.userID] = nil }
+            }
+        case .putAnonymousSession(let a):
+            anonymousSessions[a.id] = a
+            anonymousExpiry.push(a.expiresAt, a.id)
+            if anonymousExpiry.count > 2 * anonymousSessions.count + 64 {
+                anonymousExpiry.compact { id, at in anonymousSessions[id]?.expiresAt == at }
+            }
+        case .deleteAnonymousSession(let id):
+            anonymousSessions[id] = nil
+        case .putSession(let s):
+            if let old = sessions[s.id] {
+                sessionIDsByStatus[old.status]?.remove(s.id)
+                if old.ownerType != s.ownerType || old.ownerID != s.ownerID {
+                    sessionIDsByOwner[StoreState.ownerKey(type: old.ownerType, id: old.ownerID)]?.remove(s.id)
+                }
+            }
+            sessions[s.id] = s
+            sessionIDsByStatus[s.status, default: []].insert(s.id)
+            sessionIDsByOwner[StoreState.ownerKey(type: s.ownerType, id: s.ownerID), default: []].insert(s.id)
+            if !s.isEnded { sessionExpiry.push(s.expiresAt, s.id) }
+            if sessionExpiry.count > 2 * sessions.count + 64 {
+                sessionExpiry.compact { id, at in sessions[id].map { !$0.isEnded && $0.expiresAt == at } ?? false }
+            }
+        case .deleteSession(let id):
+            if let old = sessions.removeValue(forKey: id) {
+                sessionIDsByStatus[old.status]?.remove(id)
+                let key = StoreState.ownerKey(type: old.ownerType, id: old.ownerID)
+                sessionIDsByOwner[key]?.remove(id)
+                if sessionIDsByOwner[key]?.isEmpty == true { sessionIDsByOwner[key] = nil }
+            }
+            transcripts[id] = nil
+        case .appendTranscript(let t):
+            transcripts[t.sessionID, default: []].append(t)
+        case .deleteTranscript(let id):
+            transcripts[id] = nil
+        }
+    }
+
+    /// Every live record as the mutations that rebuild it (what a snapshot holds).
+    func snapshotMutations() -> [Mutation] {
+        var out: [Mutation] = []
+        out.reserveCapacity(recordCount)
+        for u in users.values.sorted(by: { $0.id < $1.id }) { out.append(.putUser(u)) }
+        for d in deviceSessions.values.sorted(by: { $0.id < $1.id }) { out.append(.putDeviceSession(d)) }
+        for a in anonymousSessions.values.sorted(by: { $0.id < $1.id }) { out.append(.putAnonymousSession(a)) }
+        for s in sessions.values.sorted(by: { $0.id < $1.id }) { out.append(.putSession(s)) }
+        for id in transcripts.keys.sorted() {
+            for t in transcripts[id]! { out.append(.appendTranscript(t)) }
+        }
+        return out
+    }
+
+    /// The same records (indexes and counters aside): what snapshot + compaction must preserve.
+    public func sameRecords(as other: StoreState) -> Bool {
+        users == other.users && deviceSessions == other.deviceSessions && anonymousSessions == other.anonymousSessions
+            && sessions == other.sessions && transcripts == other.transcripts
+    }
+}
