@@ -107,6 +107,19 @@ public final class DaemonState: Sendable {
         out += "chimerax_supervisor_uptime_seconds \(Int(Date().timeIntervalSince(startedAt)))\n"
         out += "# HELP chimerax_supervisor_build_info Version of the daemon.\n# TYPE chimerax_supervisor_build_info gauge\n"
         out += "chimerax_supervisor_build_info{version=\"\(DaemonState.version)\"} 1\n"
+        let st = store.statistics
+        out += "# HELP chimerax_supervisor_store_healthy 1 while the state store takes durable writes.\n# TYPE chimerax_supervisor_store_healthy gauge\n"
+        out += "chimerax_supervisor_store_healthy \(st.healthy ? 1 : 0)\n"
+        out += "# HELP chimerax_supervisor_store_bytes Bytes of the state store's files.\n# TYPE chimerax_supervisor_store_bytes gauge\n"
+        out += "chimerax_supervisor_store_bytes \(st.bytesOnDisk)\n"
+        out += "# HELP chimerax_supervisor_store_writes_total Acknowledged durable writes.\n# TYPE chimerax_supervisor_store_writes_total counter\n"
+        out += "chimerax_supervisor_store_writes_total \(st.writes)\n"
+        out += "# HELP chimerax_supervisor_store_flushes_total Group commits (one fdatasync each).\n# TYPE chimerax_supervisor_store_flushes_total counter\n"
+        out += "chimerax_supervisor_store_flushes_total \(st.flushes)\n"
+        out += "# HELP chimerax_supervisor_store_write_failures_total Writes that failed (disk full, I/O error).\n# TYPE chimerax_supervisor_store_write_failures_total counter\n"
+        out += "chimerax_supervisor_store_write_failures_total \(st.failures)\n"
+        out += "# HELP chimerax_supervisor_store_compactions_total Snapshots written.\n# TYPE chimerax_supervisor_store_compactions_total counter\n"
+        out += "chimerax_supervisor_store_compactions_total \(st.compactions)\n"
         return out
     }
 }

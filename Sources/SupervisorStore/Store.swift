@@ -40,6 +40,20 @@ public final class Store: @unchecked Sendable {
         var closing = false
         var compacting = false
         var bytesOnDisk = 0
+        var writes = 0
+        var flushes = 0
+        var failures = 0
+        var compactions = 0
+    }
+
+    /// Counters for `/metrics`.
+    public struct Statistics: Sendable {
+        public let healthy: Bool
+        public let bytesOnDisk: Int
+        public let writes: Int
+        public let flushes: Int
+        public let failures: Int
+        public let compactions: Int
     }
 
     public let directory: String
@@ -150,6 +164,12 @@ public final class Store: @unchecked Sendable {
     /// Bytes of the store's files.
     public var bytesOnDisk: Int { shared.withLock { $0.bytesOnDisk } }
 
+    public var statistics: Statistics {
+        shared.withLock { s in
+            Statistics(healthy: s.healthy, bytesOnDisk: s.bytesOnDisk, writes: s.writes, flushes: s.flushes, failures: s.failures, compactions: s.compactions)
+        }
+    }
+
     /// Finishes pending writes, stops the commit thread, releases the lock.
     public func close() {
         let already = shared.withLock { s -> Bool in
@@ -192,18 +212,21 @@ public final class Store: @unchecked Sendable {
             }
             wakeup.unlock()
             if batch.isEmpty && closing { break }
+            var probe = false
             if batch.isEmpty {
                 // Unhealthy and idle: probe with an empty record so readiness comes back by itself.
                 lastProbe = monotonicSeconds()
                 batch = [Pending(mutations: [.noop], completion: { _ in })]
+                probe = true
             }
-            commit(batch)
+            commit(batch, probe: probe)
             if logEnd >= options.compactionBytes && isHealthy { startCompaction() }
         }
         stopped.signal()
     }
 
-    private func commit(_ batch: [Pending]) {
+    /// Writes one frame group and syncs; `probe` batches are not counted in the statistics.
+    private func commit(_ batch: [Pending], probe: Bool = false) {
         var records: [[UInt8]] = []
         for p in batch {
             for m in p.mutations {
@@ -235,6 +258,7 @@ public final class Store: @unchecked Sendable {
             shared.withLock { s in
                 s.healthy = false
                 s.lastError = failure
+                if !probe { s.failures += batch.count }
             }
             for p in batch { p.completion(failure) }
             return
@@ -248,6 +272,10 @@ public final class Store: @unchecked Sendable {
             s.healthy = true
             s.lastError = nil
             s.bytesOnDisk += bytes.count
+            if !probe {
+                s.writes += batch.count
+                s.flushes += 1
+            }
         }
         for p in batch { p.completion(nil) }
     }
@@ -280,14 +308,17 @@ public final class Store: @unchecked Sendable {
         let format = options.format
         let perFrame = options.maxRecordsPerFrame
         let thread = Thread { [self] in
+            var written = 0
             do throws(StoreError) {
                 try Store.writeSnapshot(snapshotState, directory: dir, generation: newGeneration, format: format, firstSequence: seq, perFrame: perFrame)
                 try Store.removeObsolete(directory: dir, keepingFrom: newGeneration)
+                written = 1
             } catch {
                 // The logs still hold everything; the next compaction tries again.
             }
             let bytes = Store.diskBytes(dir)
             shared.withLock { s in
+                s.compactions += written
                 s.compacting = false
                 s.bytesOnDisk = bytes
             }

@@ -147,6 +147,8 @@ struct ListenerTests {
         #expect(m.stdout.contains("chimerax_supervisor_http_request_duration_seconds_bucket{route=\"/healthz\",le=\"+Inf\"} 1"))
         #expect(m.stdout.contains("chimerax_supervisor_http_connections_open 1"))
         #expect(m.stdout.contains("chimerax_supervisor_http_requests_total{route=\"/metrics\",method=\"GET\",status=\"401\"} 1"))
+        #expect(m.stdout.contains("chimerax_supervisor_store_healthy 1"))
+        #expect(m.stdout.contains("chimerax_supervisor_store_write_failures_total 0"))
     }
 
     @Test func openAPIListsExactlyWhatIsServed() throws {
