@@ -17,6 +17,8 @@ let package = Package(
             pkgConfig: "libsystemd",
             providers: [.apt(["libsystemd-dev"])]
         ),
+        // libxcrypt: crypt_r and crypt_gensalt_rn (yescrypt password hashes).
+        .systemLibrary(name: "CCrypt", path: "Sources/CCrypt", pkgConfig: "libcrypt", providers: [.apt(["libcrypt-dev"])]),
         // What Glibc's Swift module hides: epoll, signalfd, eventfd, SO_PEERCRED, accept4.
         .target(name: "CShim", path: "Sources/CShim"),
         // HTTP/1.1 server on an epoll event loop. Knows nothing of ChimeraX.
@@ -27,10 +29,13 @@ let package = Package(
         .target(name: "SystemdIntegration", dependencies: ["CSystemd", "CShim"]),
         // The durable store: checksummed append-only log, group commit, snapshots, recovery. Knows no HTTP.
         .target(name: "SupervisorStore", dependencies: ["CShim"]),
+        // Who may do what: users, passwords, tokens, device and anonymous sessions, rate limits, User-Agent
+        // parsing. Knows no HTTP.
+        .target(name: "SupervisorIdentity", dependencies: ["CCrypt", "CShim", "SupervisorStore"]),
         // The application: routes, metrics, OpenAPI document, lifecycle of the daemon.
         .target(
             name: "SupervisorCore",
-            dependencies: ["HTTPServer", "SupervisorConfig", "SystemdIntegration", "SupervisorStore"]
+            dependencies: ["HTTPServer", "SupervisorConfig", "SystemdIntegration", "SupervisorStore", "SupervisorIdentity"]
         ),
         // Thin executable: parses the subcommand and wires the modules.
         .executableTarget(
@@ -43,6 +48,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["CShim"], path: "Tests/TestSupport"),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "TestSupport"]),
         .testTarget(name: "SupervisorConfigTests", dependencies: ["SupervisorConfig"]),
+        .testTarget(name: "SupervisorIdentityTests", dependencies: ["SupervisorIdentity", "SupervisorStore", "TestSupport"]),
         .testTarget(name: "SupervisorStoreTests", dependencies: ["SupervisorStore", "CShim", "TestSupport"]),
         .testTarget(
             name: "EndToEndTests",
