@@ -40,7 +40,7 @@ let package = Package(
         // Thin executable: parses the subcommand and wires the modules.
         .executableTarget(
             name: "chimerax-supervisor",
-            dependencies: ["SupervisorCore", "SupervisorConfig", "SystemdIntegration", "HTTPServer"]
+            dependencies: ["SupervisorCore", "SupervisorConfig", "SystemdIntegration", "HTTPServer", "SupervisorStore", "SupervisorIdentity"]
         ),
         // Benchmarks that print figures (wrk against us and nginx, idle-connection RSS).
         .executableTarget(name: "chimerax-supervisor-bench", dependencies: ["CShim", "TestSupport", "SupervisorStore"]),

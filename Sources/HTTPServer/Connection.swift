@@ -287,6 +287,8 @@ final class Connection: EventHandler, TimerTarget {
 
     private func writeResponse(_ response: Response) {
         let h = head
+        var response = response
+        if let filter = server.configuration.responseFilter, let h { filter(h, &response) }
         let isHead = h?.method == .HEAD
         if server.draining { closeAfterResponse = true }
         server.requestCompleted(loop: loop, route: route?.pattern, method: h?.method ?? HTTPMethod("-"),

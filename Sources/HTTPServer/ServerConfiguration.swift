@@ -21,6 +21,8 @@ public struct ServerConfiguration: Sendable {
     public var defaultHeaders: [(String, String)] = []
     /// Event loop threads.
     public var eventLoops = 1
+    /// Called with every response before it is written, errors and preflights included (CORS headers).
+    public var responseFilter: (@Sendable (RequestHead, inout Response) -> Void)?
 
     public init() {}
 }

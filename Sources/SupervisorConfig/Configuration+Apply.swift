@@ -172,6 +172,19 @@ extension Configuration {
         } else {
             record("cors-origin", "(none)", .defaultValue)
         }
+        if let r = raw["trusted-proxy"] {
+            var nets: [CIDR] = []
+            for v in r.values {
+                guard let c = CIDR(v) else {
+                    throw ConfigError("invalid value '\(v)' for --trusted-proxy (from \(r.source)): expected an address or CIDR such as 10.0.0.0/8 or ::1/128")
+                }
+                nets.append(c)
+            }
+            trustedProxies = nets
+            record("trusted-proxy", nets.map(\.description).joined(separator: ", "), r.source)
+        } else {
+            record("trusted-proxy", "(none)", .defaultValue)
+        }
         if let (v, src) = try parse("cookie-secure", ValueParsers.flag) {
             cookieSecure = v
             record("cookie-secure", "\(v)", src)

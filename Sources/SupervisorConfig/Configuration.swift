@@ -26,6 +26,7 @@ public struct Configuration: Sendable {
     public var poolSize = 0
     public var allowAnonymous = false
     public var corsOrigins: [String] = []
+    public var trustedProxies: [CIDR] = []
     public var cookieSecure = false
     public var logLevel = "info"
     public var eventLoops = 1

@@ -50,6 +50,7 @@ public let optionTable: [OptionSpec] = [
     OptionSpec(name: "pool-size", kind: .count, help: "pre-started idle ChimeraX processes", reloadable: true),
     OptionSpec(name: "allow-anonymous", kind: .flag, help: "anonymous browser sessions may own ChimeraX sessions", reloadable: true),
     OptionSpec(name: "cors-origin", kind: .list, help: "browser origins allowed to call the API with credentials (repeatable)", reloadable: true),
+    OptionSpec(name: "trusted-proxy", kind: .list, help: "CIDR of a reverse proxy whose X-Forwarded-For is believed (repeatable)", reloadable: true),
     OptionSpec(name: "cookie-secure", kind: .flag, help: "Secure attribute on cookies (default: on unless --listen is loopback)", reloadable: true),
     OptionSpec(name: "log-level", kind: .choice(["debug", "info", "notice", "warning", "error"]), help: "least severe level logged", reloadable: true),
     OptionSpec(name: "max-connections", kind: .count, help: "HTTP connections open at once; past it accepting pauses", reloadable: false),

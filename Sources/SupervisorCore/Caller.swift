@@ -1,14 +1,29 @@
 import HTTPServer
+import SupervisorStore
 
-/// Who is calling, as far as the foundation knows: a local operator on the Unix socket, or nobody yet.
-/// (Users and anonymous browsers arrive with the identity issue.)
-public enum Caller: Sendable, Equatable {
+/// Who is calling (API.md §3): a user (bearer token or `cxs_auth` cookie), an anonymous browser
+/// (`cxs_anon` cookie), a local operator on the Unix socket, or nobody.
+public enum Caller: Sendable {
+    case user(User, DeviceSession, viaCookie: Bool)
+    case browser(AnonymousSession)
     case localOperator(uid: UInt32)
     case anonymous
 
     public var isAdmin: Bool {
-        if case .localOperator = self { return true }
-        return false
+        switch self {
+        case .localOperator: return true
+        case .user(let u, _, _): return u.isAdmin
+        default: return false
+        }
+    }
+
+    /// The identity key quotas and ownership use: `user:<id>` or `anonymous:<id>`.
+    public var identityKey: String? {
+        switch self {
+        case .user(let u, _, _): return StoreState.ownerKey(type: "user", id: u.id)
+        case .browser(let a): return StoreState.ownerKey(type: "anonymous", id: a.id)
+        default: return nil
+        }
     }
 }
 
@@ -23,10 +38,10 @@ public struct CallerPolicy: Sendable {
         self.socketGID = socketGID
     }
 
-    public func caller(of request: Request) -> Caller {
+    public func isLocalOperator(_ request: Request) -> UInt32? {
         if case .unix(_, let uid, let gid) = request.peer {
-            if uid == 0 || uid == daemonUID || (socketGID != nil && gid == socketGID) { return .localOperator(uid: uid) }
+            if uid == 0 || uid == daemonUID || (socketGID != nil && gid == socketGID) { return uid }
         }
-        return .anonymous
+        return nil
     }
 }

@@ -96,6 +96,8 @@ public final class Daemon {
         let state = DaemonState(configuration: c, logger: logger, shards: c.eventLoops, store: store)
         var router = Router()
         OperationalRoutes(state: state).register(on: &router)
+        IdentityRoutes(state: state).register(on: &router)
+        UserAdminRoutes(state: state).register(on: &router)
 
         var sc = ServerConfiguration()
         sc.eventLoops = c.eventLoops
@@ -104,6 +106,7 @@ public final class Daemon {
         sc.bodyIdleTimeout = Double(c.bodyTimeout)
         sc.keepAliveTimeout = Double(c.keepaliveTimeout)
         sc.spoolDirectory = c.stateDir + "/tmp"
+        sc.responseFilter = Access.corsFilter(state)
         sc.defaultHeaders = [
             ("X-Content-Type-Options", "nosniff"),
             ("Cache-Control", "no-store"),
@@ -250,6 +253,7 @@ extension Configuration {
         case "pool-size": poolSize = other.poolSize
         case "allow-anonymous": allowAnonymous = other.allowAnonymous
         case "cors-origin": corsOrigins = other.corsOrigins
+        case "trusted-proxy": trustedProxies = other.trustedProxies
         case "cookie-secure": cookieSecure = other.cookieSecure
         case "log-level": logLevel = other.logLevel
         default: return

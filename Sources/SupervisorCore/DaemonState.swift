@@ -3,6 +3,7 @@ import Glibc
 import HTTPServer
 import Synchronization
 import SupervisorConfig
+import SupervisorIdentity
 import SupervisorStore
 import SystemdIntegration
 
@@ -19,9 +20,11 @@ public final class DaemonState: Sendable {
     private let serverRef = Mutex<HTTPServer?>(nil)
     private let openAPI = Mutex<[UInt8]>([])
     public let store: Store
+    public let identity: IdentityService
 
     init(configuration: Configuration, logger: Logger, shards: Int, store: Store) {
         self.store = store
+        identity = IdentityService(store: store)
         config = Mutex(configuration)
         self.logger = logger
         metrics = HTTPMetrics(shards: shards)
@@ -38,10 +41,14 @@ public final class DaemonState: Sendable {
 
     func openAPIBytes() -> [UInt8] { openAPI.withLock { $0 } }
 
+    /// An admin: a local operator on the Unix socket, or a user with `is_admin` by bearer token or cookie.
     func requireAdmin(_ req: Request) throws(Problem) {
-        switch callerPolicy.caller(of: req) {
-        case .localOperator: return
-        case .anonymous:
+        let caller = try Access(state: self).caller(req)
+        if caller.isAdmin { return }
+        switch caller {
+        case .user:
+            throw Problem(403, "forbidden", "This needs an administrator.")
+        default:
             if req.listener == "unix" {
                 throw Problem(403, "forbidden", "This Unix-socket peer is not a local operator (uid 0, the daemon's uid, or --socket-group).")
             }

@@ -15,6 +15,7 @@ let usage = """
     usage: chimerax-supervisor [serve] [options]
            chimerax-supervisor config print [--json] [options]
            chimerax-supervisor state check|repair [--state-dir PATH]
+           chimerax-supervisor users add NAME [--admin] [--password-stdin] | list [--json] | delete NAME | passwd NAME [--password-stdin]
            chimerax-supervisor --version | --help
 
     serve options (each also CHIMERAX_SUPERVISOR_<NAME> in the environment, or `name = value` in the file
@@ -97,6 +98,31 @@ case "state":
     args.removeFirst()
     let config = loadConfiguration(args)
     exit(sub == "check" ? stateCheck(config.stateDir) : stateRepair(config.stateDir))
+case "users":
+    guard let sub = args.first else { fail("usage: chimerax-supervisor users add|list|delete|passwd [NAME] [options]") }
+    args.removeFirst()
+    let json = args.contains("--json")
+    // The command's own words and flags; the rest are the usual options (--state-dir, --socket, --config…).
+    let own: Set<String> = ["--admin", "--password-stdin", "--json"]
+    var positional: [String] = []
+    var options: [String] = []
+    var i = 0
+    while i < args.count {
+        let a = args[i]
+        if own.contains(a) {
+            positional.append(a)
+        } else if a.hasPrefix("--") {
+            options.append(a)
+            if !a.contains("="), i + 1 < args.count, !args[i + 1].hasPrefix("--"), optionSpec(named: String(a.dropFirst(2)))?.kind != .flag {
+                options.append(args[i + 1])
+                i += 1
+            }
+        } else {
+            positional.append(a)
+        }
+        i += 1
+    }
+    exit(UsersCommand(config: loadConfiguration(options), json: json).run(sub, positional))
 case "help":
     printUsage()
 case "version":

@@ -137,3 +137,25 @@ public struct TestFailure: Error, CustomStringConvertible {
     public let description: String
     public init(_ d: String) { description = d }
 }
+
+/// One request on a fresh connection (`Connection: close`): method, path, extra headers, optional body.
+public func httpRequest(port: UInt16, _ method: String, _ path: String, headers: [(String, String)] = [], body: String? = nil) throws -> RawResponse {
+    let c = try RawClient(port: port)
+    var req = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n"
+    for (n, v) in headers { req += "\(n): \(v)\r\n" }
+    if let body {
+        if !headers.contains(where: { $0.0.lowercased() == "content-type" }) { req += "Content-Type: application/json\r\n" }
+        req += "Content-Length: \(body.utf8.count)\r\n"
+    }
+    try c.send(req + "\r\n" + (body ?? ""))
+    guard let r = c.readResponse(timeout: 20, isHead: method == "HEAD") else { throw TestFailure("no response to \(method) \(path)") }
+    return r
+}
+
+extension RawResponse {
+    /// Every value of a header (Set-Cookie can repeat).
+    public func headers(_ name: String) -> [String] { headers.filter { $0.0.lowercased() == name.lowercased() }.map(\.1) }
+
+    /// The body parsed as JSON (Foundation's parser: an independent check of ours).
+    public var json: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] ?? [:] }
+}

@@ -1,0 +1,288 @@
+import Dispatch
+import Foundation
+import HTTPServer
+import SupervisorIdentity
+import SupervisorStore
+
+/// API.md §3: login, logout, the user, device sessions, anonymous browser sessions, and §5 user administration.
+struct IdentityRoutes {
+    let state: DaemonState
+
+
+    func register(on router: inout Router) {
+        let access = Access(state: state)
+        let identity = state.identity
+        let logger = state.logger
+
+        // MARK: §3.1 login and device sessions
+
+        router.addBlocking(.POST, "/api/v1/auth/login", doc: RouteDoc(
+            "Log in with a user name and password: a bearer token and the cxs_auth cookie.", tags: ["auth"],
+            responses: [("200", "token, expires_at, user, session"), ("400", "validation_error"), ("401", "invalid_credentials"),
+                        ("429", "rate_limited, with Retry-After"), ("503", "storage_unavailable")], isPublic: true)) { req throws(Problem) in
+            let body = try req.jsonObject(limit: 8 << 10)
+            var errors: [Problem.FieldError] = []
+            let username = body["username"].flatMap { if case .string(let s) = $0 { s } else { nil } }
+            let password = body["password"].flatMap { if case .string(let s) = $0 { s } else { nil } }
+            if username?.isEmpty ?? true { errors.append(.init(field: "username", message: "required string")) }
+            if password?.isEmpty ?? true { errors.append(.init(field: "password", message: "required string")) }
+            guard errors.isEmpty, let username, let password else { throw Problem.validation(errors) }
+            let address = access.clientAddress(req)
+            do throws(IdentityError) {
+                let r = try identity.login(username: username, password: password, address: address, userAgent: req.headers["User-Agent"] ?? "")
+                logger.notice("login", [("event", "login_success"), ("USER_ID", r.user.id), ("username", r.user.username),
+                                        ("device_session_id", r.session.id), ("client_address", address), ("device", r.session.deviceName)])
+                var resp = Response.json(.object([
+                    ("token", .string(r.token)),
+                    ("expires_at", .string(rfc3339(identity.effectiveExpiry(r.session)))),
+                    ("user", userJSON(r.user)),
+                    ("session", deviceJSON(r.session, current: r.session.id, identity: identity)),
+                ]))
+                let (n, v) = access.setCookie(Access.authCookie, r.token, maxAge: identity.settings.tokenLifetimeSeconds)
+                resp.headers.add(n, v)
+                return resp
+            } catch {
+                if case .invalidCredentials = error {
+                    logger.warning("login failed", [("event", "login_failure"), ("username", String(username.prefix(64))), ("client_address", address)])
+                } else if case .rateLimited = error {
+                    logger.warning("login refused: too many failures", [("event", "login_rate_limited"), ("username", String(username.prefix(64))),
+                                                                         ("client_address", address)])
+                }
+                throw Problem(error)
+            }
+        }
+
+        router.addBlocking(.POST, "/api/v1/auth/logout", doc: RouteDoc(
+            "Log out: the current device session is revoked at once.", tags: ["auth"],
+            responses: [("204", "logged out"), ("400", "validation_error"), ("401", "unauthorized"), ("403", "csrf_rejected")],
+            query: [("end_sessions", "true: the user's ChimeraX sessions end too (reason logout)")])) { req throws(Problem) in
+            _ = try boolQuery(req, "end_sessions")
+            let (user, device) = try access.user(req)
+            do throws(IdentityError) {
+                try identity.revoke(sessionID: device.id, userID: user.id, reason: "logout")
+            } catch {
+                throw Problem(error)
+            }
+            logger.notice("logout", [("event", "logout"), ("USER_ID", user.id), ("device_session_id", device.id)])
+            var resp = Response(status: 204)
+            let (n, v) = access.setCookie(Access.authCookie, "", maxAge: 0)
+            resp.headers.add(n, v)
+            return resp
+        }
+
+        router.add(.GET, "/api/v1/auth/users/me", doc: RouteDoc(
+            "The signed-in user.", tags: ["auth"], responses: [("200", "the user"), ("401", "unauthorized")])) { req throws(Problem) in
+            let (user, _) = try access.user(req)
+            return Response.json(userJSON(user))
+        }
+
+        router.add(.GET, "/api/v1/auth/users/me/sessions", doc: RouteDoc(
+            "The user's live device sessions, most recently used first; is_current marks this one.", tags: ["auth"],
+            responses: [("200", "{success, data: {sessions, total_count}}"), ("401", "unauthorized")])) { req throws(Problem) in
+            let (user, device) = try access.user(req)
+            let list = identity.deviceSessions(userID: user.id)
+            return Response.json(.object([
+                ("success", .bool(true)),
+                ("data", .object([("sessions", .array(list.map { deviceJSON($0, current: device.id, identity: identity) })), ("total_count", .int(list.count))])),
+            ]))
+        }
+
+        router.addBlocking(.DELETE, "/api/v1/auth/users/me/sessions/{id}", doc: RouteDoc(
+            "End one of the user's device sessions; its token is refused from the next request on.", tags: ["auth"],
+            responses: [("200", "{success, message, data: {session_id, device_name}}"), ("401", "unauthorized"), ("403", "csrf_rejected"),
+                        ("404", "session_not_found")])) { req throws(Problem) in
+            let (user, current) = try access.user(req)
+            let id = req.params["id"] ?? ""
+            let ended: DeviceSession
+            do throws(IdentityError) {
+                ended = try identity.revoke(sessionID: id, userID: user.id, reason: "terminated")
+            } catch {
+                if case .notFound = error { throw Problem(404, "session_not_found", "No such device session of yours.") }
+                throw Problem(error)
+            }
+            logger.notice("device session terminated", [("event", "session_terminated"), ("USER_ID", user.id), ("device_session_id", id),
+                                                        ("by_device_session_id", current.id)])
+            return Response.json(.object([
+                ("success", .bool(true)), ("message", .string("Session terminated successfully")),
+                ("data", .object([("session_id", .string(ended.id)), ("device_name", .string(ended.deviceName))])),
+            ]))
+        }
+
+        router.addBlocking(.DELETE, "/api/v1/auth/users/me/sessions", doc: RouteDoc(
+            "End all of the user's device sessions (log out everywhere).", tags: ["auth"],
+            responses: [("200", "{success, message, data: {terminated_count}}"), ("400", "validation_error"), ("401", "unauthorized"),
+                        ("403", "csrf_rejected")],
+            query: [("keep_current", "true: keep the session making this request (default false)"),
+                    ("end_sessions", "true: the user's ChimeraX sessions end too")])) { req throws(Problem) in
+            let keep = try boolQuery(req, "keep_current") ?? false
+            _ = try boolQuery(req, "end_sessions")
+            let (user, current) = try access.user(req)
+            let ended: [DeviceSession]
+            do throws(IdentityError) {
+                ended = try identity.revokeAll(userID: user.id, keep: keep ? current.id : nil, reason: "terminated_all")
+            } catch {
+                throw Problem(error)
+            }
+            logger.notice("all device sessions terminated", [("event", "sessions_terminated_all"), ("USER_ID", user.id),
+                                                             ("count", "\(ended.count)"), ("kept_current", "\(keep)")])
+            var resp = Response.json(.object([
+                ("success", .bool(true)), ("message", .string("All sessions terminated successfully")),
+                ("data", .object([("terminated_count", .int(ended.count))])),
+            ]))
+            if !keep {
+                let (n, v) = access.setCookie(Access.authCookie, "", maxAge: 0)
+                resp.headers.add(n, v)
+            }
+            return resp
+        }
+
+        // MARK: §3.2 anonymous browser sessions
+
+        router.addBlocking(.POST, "/api/session", doc: RouteDoc(
+            "Create an anonymous browser session, or return the one named by the cxs_anon cookie.", tags: ["anonymous"],
+            responses: [("200", "session_id, is_new_session, created_at, last_active, usage_stats"), ("400", "validation_error"),
+                        ("403", "csrf_rejected"), ("503", "service_unavailable")], isPublic: true)) { req throws(Problem) in
+            let body = try req.jsonObject(limit: 8 << 10)
+            var clientID: String?
+            if let v = body["client_session_id"], v != .null {
+                guard case .string(let s) = v, IdentityService.isUUID(s) else {
+                    throw Problem.validation(field: "client_session_id", "must be a UUID")
+                }
+                clientID = s
+            }
+            let cookie = Access.cookie(Access.anonCookie, in: req)
+            if cookie != nil, identity.anonymousSession(id: cookie!) != nil { try access.checkCSRF(req) }
+            // The cookie first; else a live id the client kept (issued by us); else a new one.
+            let known = [cookie, clientID].compactMap { $0 }.first { identity.anonymousSession(id: $0) != nil }
+            let result: (AnonymousSession, isNew: Bool)
+            do throws(IdentityError) {
+                result = try identity.anonymous(cookie: known)
+            } catch {
+                if case .storage = error { throw Problem(503, "service_unavailable", "The state store cannot take writes right now; try again later.") }
+                throw Problem(error)
+            }
+            var resp = Response.json(.object([
+                ("session_id", .string(result.0.id)), ("is_new_session", .bool(result.isNew)),
+                ("created_at", .string(rfc3339(result.0.createdAt))), ("last_active", .string(rfc3339(result.0.lastActive))),
+                ("usage_stats", usageJSON(result.0)),
+            ]))
+            let (n, v) = access.setCookie(Access.anonCookie, result.0.id, maxAge: identity.settings.anonymousLifetimeSeconds)
+            resp.headers.add(n, v)
+            return resp
+        }
+
+        router.addBlocking(.POST, "/api/session/sync", doc: RouteDoc(
+            "Adopt an anonymous session id the server issued and that is still live (sets cxs_anon).", tags: ["anonymous"],
+            responses: [("200", "session_id, is_synced, message"), ("400", "validation_error"), ("404", "resource_not_found"),
+                        ("503", "service_unavailable")], isPublic: true)) { req throws(Problem) in
+            let body = try req.jsonObject(limit: 8 << 10)
+            guard case .string(let id)? = body["client_session_id"] else {
+                throw Problem.validation(field: "client_session_id", "required: the session id to adopt")
+            }
+            if Access.cookie(Access.anonCookie, in: req).flatMap({ identity.anonymousSession(id: $0) }) != nil { try access.checkCSRF(req) }
+            let a: AnonymousSession
+            do throws(IdentityError) {
+                a = try identity.syncAnonymous(id: id)
+            } catch {
+                if case .notFound = error { throw Problem(404, "resource_not_found", "No live anonymous session has this id.") }
+                if case .storage = error { throw Problem(503, "service_unavailable", "The state store cannot take writes right now; try again later.") }
+                throw Problem(error)
+            }
+            var resp = Response.json(.object([
+                ("session_id", .string(a.id)), ("is_synced", .bool(true)), ("message", .string("Session synchronized")),
+            ]))
+            let (n, v) = access.setCookie(Access.anonCookie, a.id, maxAge: identity.settings.anonymousLifetimeSeconds)
+            resp.headers.add(n, v)
+            return resp
+        }
+
+        router.add(.GET, "/api/session/info", doc: RouteDoc(
+            "Usage and limits of the calling identity (anonymous browser or user).", tags: ["anonymous"],
+            responses: [("200", "session_id, created_at, last_active, usage_stats, rate_limits"), ("401", "no identity"),
+                        ("404", "resource_not_found")], isPublic: true)) { req throws(Problem) in
+            let caller = try access.caller(req)
+            let id: String, created: Int64, last: Int64, usage: JSON
+            switch caller {
+            case .browser(let a):
+                (id, created, last, usage) = (a.id, a.createdAt, a.lastActive, usageJSON(a))
+            case .user(let u, let d, _):
+                let owned = state.store.read { $0.sessions(ownedBy: "user", u.id).count }
+                (id, created, last) = (d.id, d.createdAt, d.lastActivity)
+                usage = .object([("sessions_created", .int(owned)), ("commands_run", .int(0)), ("uploads", .int(0))])
+            default:
+                if Access.cookie(Access.anonCookie, in: req) != nil {
+                    throw Problem(404, "resource_not_found", "The anonymous session of this cookie is unknown or expired; POST /api/session/ for a new one.")
+                }
+                throw Problem(401, "unauthorized", "No session: POST /api/session/ or log in first.")
+            }
+            let quotas = identity.quotas(identity: caller.identityKey ?? "")
+            var resp = Response.json(.object([
+                ("session_id", .string(id)), ("created_at", .string(rfc3339(created))), ("last_active", .string(rfc3339(last))),
+                ("usage_stats", usage),
+                ("rate_limits", .object(quotas.map { q in
+                    (q.policy.name, .object([("limit", .int(q.policy.limit)), ("remaining", .int(q.remaining)), ("reset_at", .string(rfc3339(q.resetAt)))]))
+                })),
+            ]))
+            resp.headers.add("RateLimit-Policy", quotas.map(\.policy.policyHeader).joined(separator: ", "))
+            resp.headers.add("RateLimit", quotas.map(\.header).joined(separator: ", "))
+            return resp
+        }
+    }
+
+    private func boolQuery(_ req: Request, _ name: String) throws(Problem) -> Bool? {
+        guard let v = req.query(name) else { return nil }
+        switch v.lowercased() {
+        case "true", "1": return true
+        case "false", "0": return false
+        default: throw Problem.validation(field: name, "must be true or false")
+        }
+    }
+}
+
+func userJSON(_ u: User) -> JSON {
+    .object([("id", .string(u.id)), ("username", .string(u.username)), ("is_admin", .bool(u.isAdmin)), ("created_at", .string(rfc3339(u.createdAt)))])
+}
+
+func deviceJSON(_ d: DeviceSession, current: String, identity: IdentityService) -> JSON {
+    .object([
+        ("id", .string(d.id)), ("ip_address", .string(d.ipAddress)), ("user_agent", .string(d.userAgent)),
+        ("device_info", .object([("browser", .string(d.browser)), ("os", .string(d.os)), ("device", .string(d.deviceType))])),
+        ("device_name", .string(d.deviceName)), ("location", .null), ("is_active", .bool(identity.isLive(d, at: identity.now))),
+        ("last_activity", .string(rfc3339(d.lastActivity))), ("created_at", .string(rfc3339(d.createdAt))),
+        ("expires_at", .string(rfc3339(identity.effectiveExpiry(d)))), ("login_method", .string(d.loginMethod)),
+        ("is_current", .bool(d.id == current)),
+    ])
+}
+
+func usageJSON(_ a: AnonymousSession) -> JSON {
+    .object([("sessions_created", .int(a.sessionsCreated)), ("commands_run", .int(a.commandsRun)), ("uploads", .int(a.uploads))])
+}
+
+/// RFC 3339 UTC with milliseconds, from milliseconds since the epoch.
+func rfc3339(_ ms: Int64) -> String {
+    var t = time_t(ms / 1000)
+    var tm = tm()
+    gmtime_r(&t, &tm)
+    return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", Int(tm.tm_year) + 1900, Int(tm.tm_mon) + 1, Int(tm.tm_mday),
+                  Int(tm.tm_hour), Int(tm.tm_min), Int(tm.tm_sec), Int(ms % 1000))
+}
+
+extension Router {
+    /// Handlers that wait for the store's fsync run on a worker thread, never on an event loop.
+    static let workers = DispatchQueue(label: "blocking-handlers", attributes: .concurrent)
+
+    /// A synchronous route whose handler may block (durable writes, password hashing).
+    mutating func addBlocking(_ method: HTTPMethod, _ pattern: String, doc: RouteDoc,
+                              _ body: @escaping @Sendable (Request) throws(Problem) -> Response)
+    {
+        add(method, pattern, doc: doc) { req, responder in
+            Router.workers.async {
+                do throws(Problem) {
+                    responder.send(try body(req))
+                } catch {
+                    responder.send(error)
+                }
+            }
+        }
+    }
+}
