@@ -47,61 +47,71 @@ public struct DeviceInfo: Sendable, Equatable {
             return DeviceInfo(browser: "Other", os: os(ua, lower), device: "Bot")
         }
 
-        let browser: String
-        if has("Edg/") || has("EdgA/") || has("EdgiOS/") || has("Edge/") {
-            browser = "Edge"
-        } else if has("OPR/") || has("OPiOS/") || has("OPT/") || has("Opera") || has("OPX/") {
-            browser = "Opera"
-        } else if has("SamsungBrowser/") {
-            browser = "Samsung Internet"
-        } else if has("YaBrowser/") {
-            browser = "Yandex Browser"
-        } else if has("Vivaldi/") {
-            browser = "Vivaldi"
-        } else if has("Whale/") {
-            browser = "Whale"
-        } else if has("Brave") {
-            browser = "Brave"
-        } else if has("UCBrowser/") || has("UCWEB") {
-            browser = "UC Browser"
-        } else if has("Silk/") {
-            browser = "Amazon Silk"
-        } else if has("MiuiBrowser/") {
-            browser = "MIUI Browser"
-        } else if has("SeaMonkey/") {
-            browser = "SeaMonkey"
-        } else if has("Firefox/") || has("FxiOS/") || has("Focus/") {
-            browser = "Firefox"
-        } else if has("Chromium/") {
-            browser = "Chromium"
-        } else if has("CriOS/") || has("Chrome/") || has("CrMo/") {
-            browser = "Chrome"
-        } else if has("MSIE ") || has("Trident/") {
-            browser = "Internet Explorer"
-        } else if has("Android") && has("Version/") && has("Safari/") {
-            browser = "Android Browser"
-        } else if has("Safari/") && (has("Version/") || has("iPhone") || has("iPad") || has("iPod")) && (has("Mac OS X") || has("iPhone") || has("iPad")) {
-            browser = "Safari"
-        } else if (has("iPhone") || has("iPad") || has("iPod")) && has("AppleWebKit/") && has("Mobile/") && !has("FBAN") && !has("Instagram") && !has("GSA/") {
-            browser = "Safari"
-        } else {
-            browser = "Other"
+        // Browsers that carry other browsers' tokens come before them; the first match wins.
+        let rules: [(tokens: [String], name: String)] = [
+            (["Edg/", "EdgA/", "EdgiOS/", "Edge/"], "Edge"),
+            (["OPR/", "OPiOS/", "OPT/", "OPX/", "Coast/", "Opera"], "Opera"),
+            (["SamsungBrowser/"], "Samsung Internet"),
+            (["YaBrowser/"], "Yandex Browser"),
+            (["Vivaldi/"], "Vivaldi"),
+            (["Whale/"], "Whale"),
+            (["MiuiBrowser"], "MIUI Browser"),
+            (["UCBrowser/", "UCWEB"], "UC Browser"),
+            (["Silk/"], "Amazon Silk"),
+            (["SeaMonkey/"], "SeaMonkey"),
+            (["MQQBrowser/", "QQBrowser"], "QQ Browser"),
+            (["Maxthon/", "MXiOS/"], "Maxthon"),
+            (["MicroMessenger/"], "WeChat"),
+            (["Epiphany/"], "Epiphany"),
+            (["BlackBerry", "BB10", "PlayBook"], "BlackBerry"),
+            (["Tizen"], "Tizen Browser"),
+            (["webOS", "hpwOS", "Web0S"], "webOS Browser"),
+            (["Firefox", "FxiOS/", "Focus/", "Iceweasel"], "Firefox"),
+            (["Chromium/"], "Chromium"),
+            (["CriOS/", "Chrome/", "CrMo/"], "Chrome"),
+            (["MSIE ", "Trident/"], "Internet Explorer"),
+        ]
+        var browser = "Other"
+        for rule in rules where rule.tokens.contains(where: { ua.contains($0) }) {
+            browser = rule.name
+            break
+        }
+        if browser == "Other" {
+            let apple = has("iPhone") || has("iPad") || has("iPod")
+            if has("Android") && !has("like Android") && has("Version/") && has("Safari/") {
+                browser = "Android Browser"
+            } else if has("Safari/") && has("Version/") {
+                browser = "Safari"
+            } else if apple && has("AppleWebKit/") && has("Mobile/") && !has("GSA/") {
+                // iOS WebKit without a browser token: Safari or an in-app view of it.
+                browser = "Safari"
+            }
         }
         return DeviceInfo(browser: browser, os: os(ua, lower), device: device(ua, lower))
+    }
+
+    /// An iPad asking for desktop sites sends a Mac User-Agent; the iOS browsers still add their token.
+    private static func isDesktopModeIPad(_ ua: String) -> Bool {
+        ua.contains("Macintosh") && (ua.contains("FxiOS/") || ua.contains("CriOS/") || ua.contains("EdgiOS/"))
     }
 
     private static func os(_ ua: String, _ lower: String) -> String {
         func has(_ s: String) -> Bool { ua.contains(s) }
         if has("Windows Phone") || has("Windows Mobile") { return "Windows Phone" }
-        if has("Windows") || has("Win64") || has("Win32") || has("WinNT") { return "Windows" }
-        if has("iPad") { return "iPadOS" }
+        if has("Roku") || has("PlayStation") { return "Other" }
+        if has("iPad") || isDesktopModeIPad(ua) { return "iPadOS" }
         if has("iPhone") || has("iPod") { return "iOS" }
-        if has("Android") || has("Adr ") { return "Android" }
-        if has("CrOS") { return "ChromeOS" }
-        if has("Macintosh") || has("Mac OS X") || has("Mac_PowerPC") { return "macOS" }
-        if has("Tizen") || has("KAIOS") || lower.contains("kaios") || has("webOS") || has("Web0S") || has("PlayStation") || has("Xbox") {
+        // Before Windows: a Mac app may put "Windows" in a product token ("WindowsWechat").
+        if has("Macintosh") { return "macOS" }
+        if has("Windows") || has("Win64") || has("Win32") || has("WinNT") { return "Windows" }
+        if has("Tizen") || has("BlackBerry") || has("BB10") || has("PlayBook") || has("webOS") || has("hpwOS") || has("Web0S")
+            || has("Bada") || lower.contains("kaios")
+        {
             return "Other"
         }
+        if has("Android") && !has("like Android") { return "Android" }
+        if has("CrOS") { return "ChromeOS" }
+        if has("Macintosh") || has("Mac OS X") || has("Mac_PowerPC") { return "macOS" }
         if has("Linux") || has("X11") || has("Ubuntu") || has("Fedora") || has("FreeBSD") { return "Linux" }
         return "Other"
     }
@@ -109,14 +119,23 @@ public struct DeviceInfo: Sendable, Equatable {
     private static func device(_ ua: String, _ lower: String) -> String {
         func has(_ s: String) -> Bool { ua.contains(s) }
         if has("SmartTV") || has("SMART-TV") || lower.contains("smart-tv") || has("Roku") || has("CrKey") || has("PlayStation")
-            || has("Xbox") || has("AppleTV") || has("Web0S") || has("BRAVIA") || has("GoogleTV") || has("AFT")
+            || has("AppleTV") || has("Web0S") || has("BRAVIA") || has("GoogleTV")
         {
             return "Other"
         }
-        if has("iPad") || has("Tablet") || has("PlayBook") || has("Kindle") || has("Silk/") || has("KFTT") || has("KFAPWI") { return "Tablet" }
-        if has("iPhone") || has("iPod") || has("Windows Phone") || has("IEMobile") || has("Opera Mini") || has("Mobi") { return "Mobile" }
+        // Android tablets that say "Mobile" anyway, by model: Nexus 7/9/10, Galaxy Tab (SM-T, SM-X, SM-P, GT-P), Xoom.
+        let tabletModels = ["Nexus 7", "Nexus 9", "Nexus 10", "SM-T", "SM-X", "SM-P", "GT-P", "Xoom"]
+        let tablet = has("iPad") || tabletModels.contains(where: has) || (has("Tablet") && !has("Tablet PC")) || has("PlayBook") || has("Kindle") || has("Silk/")
+            || has("KFTT") || has("KFAPWI") || has("hp-tablet") || has("TouchPad") || isDesktopModeIPad(ua)
+        if tablet { return "Tablet" }
+        if has("iPhone") || has("iPod") || has("Windows Phone") || has("IEMobile") || has("Opera Mini") || has("Mobi")
+            || has("BlackBerry") || has("BB10") || has("Bada")
+        {
+            return "Mobile"
+        }
         // Android without "Mobile" is a tablet, by Google's own convention for Android User-Agents.
-        if has("Android") { return "Tablet" }
+        if has("Android") && !has("like Android") { return "Tablet" }
+        if has("webOS") || has("hpwOS") { return "Other" }
         if has("Windows") || has("Macintosh") || has("CrOS") || has("X11") || has("Linux") { return "Desktop" }
         return "Other"
     }
