@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 import HTTPServer
 import SupervisorConfig
+import SupervisorIdentity
 import SupervisorStore
 import SystemdIntegration
 
@@ -166,6 +167,18 @@ public final class Daemon {
                 lastTurns = turns
             }
             logger.info("watchdog enabled", [("interval_s", "\(interval)")])
+        }
+
+        // Hourly: drop anonymous identities past expiry and device sessions ended a week ago.
+        loop0.scheduleRepeating(every: 3600) { [logger] in
+            Router.workers.async {
+                do throws(IdentityError) {
+                    let n = try state.identity.purgeExpired()
+                    if n > 0 { logger.info("expired identities removed", [("count", "\(n)")]) }
+                } catch {
+                    logger.warning("could not remove expired identities", [("error", "\(error)")])
+                }
+            }
         }
 
         server.start()

@@ -13,6 +13,8 @@ struct IdentityRoutes {
         let access = Access(state: state)
         let identity = state.identity
         let logger = state.logger
+        // New anonymous identities per client address: each one is a durable record.
+        let anonymousCreation = RateLimiter(policy: QuotaPolicy(name: "anonymous_sessions", limit: 60, window: 3600))
 
         // MARK: §3.1 login and device sessions
 
@@ -154,6 +156,13 @@ struct IdentityRoutes {
             if cookie != nil, identity.anonymousSession(id: cookie!) != nil { try access.checkCSRF(req) }
             // The cookie first; else a live id the client kept (issued by us); else a new one.
             let known = [cookie, clientID].compactMap { $0 }.first { identity.anonymousSession(id: $0) != nil }
+            if known == nil {
+                let q = anonymousCreation.consume(access.clientAddress(req), now: identity.now)
+                if !q.allowed {
+                    throw Problem(429, "rate_limited", "Too many new anonymous sessions from this address; try again later.",
+                                  headers: [("Retry-After", "\(max(1, q.resetIn))"), ("RateLimit-Policy", q.policy.policyHeader), ("RateLimit", q.header)])
+                }
+            }
             let result: (AnonymousSession, isNew: Bool)
             do throws(IdentityError) {
                 result = try identity.anonymous(cookie: known)

@@ -271,6 +271,24 @@ public final class IdentityService: Sendable {
         return [sessionQuota.peek(identity, now: t), commandQuota.peek(identity, now: t)]
     }
 
+    /// Removes records nobody can use any more: anonymous identities past their expiry, and device sessions
+    /// ended (revoked or expired) more than `keepDays` ago (kept a while for the audit trail). Returns how many.
+    @discardableResult
+    public func purgeExpired(keepDays: Int64 = 7) throws(IdentityError) -> Int {
+        let t = now
+        let horizon = t - keepDays * 86_400_000
+        let (anon, devices) = store.read { s -> ([String], [String]) in
+            (s.anonymousSessionsExpiring(before: t).map(\.id),
+             s.deviceSessions.values.filter { d in
+                 let ended = d.revokedAt ?? min(d.expiresAt, d.lastActivity + settings.tokenIdleSeconds * 1000)
+                 return ended < horizon
+             }.map(\.id))
+        }
+        let m: [Mutation] = anon.map { .deleteAnonymousSession(id: $0) } + devices.map { .deleteDeviceSession(id: $0) }
+        if !m.isEmpty { try write(m) }
+        return m.count
+    }
+
     // MARK: Helpers
 
     private func write(_ m: [Mutation]) throws(IdentityError) {

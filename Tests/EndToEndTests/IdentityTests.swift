@@ -255,6 +255,23 @@ struct IdentityTests {
         #expect(try f.get("/api/session/info").status == 401)
     }
 
+    @Test func newAnonymousSessionsAreLimitedPerAddress() throws {
+        let f = try IdentityFixture(users: [])
+        var first: String?
+        for i in 0..<60 {
+            let r = try f.send("POST", "/api/session/", body: "{}")
+            #expect(r.status == 200, "creation \(i)")
+            if first == nil { first = r.json["session_id"] as? String }
+        }
+        let refused = try f.send("POST", "/api/session/", body: "{}")
+        #expect(refused.status == 429 && refused.json["code"] as? String == "rate_limited")
+        #expect(Int(refused.header("Retry-After") ?? "") ?? 0 > 0)
+        #expect(refused.header("RateLimit")?.hasPrefix(#""anonymous_sessions";r=0;"#) == true)
+        // An existing identity is still returned.
+        let again = try f.send("POST", "/api/session/", headers: [("Cookie", "cxs_anon=\(first ?? "")"), ("X-Requested-With", "x")], body: "{}")
+        #expect(again.status == 200 && again.json["session_id"] as? String == first)
+    }
+
     @Test func bruteForceIsLockedOutWithRetryAfterAndAGenericMessage() throws {
         let f = try IdentityFixture()
         for _ in 0..<5 { #expect(try f.login("bob", "guess").status == 401) }

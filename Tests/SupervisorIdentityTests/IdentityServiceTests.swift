@@ -114,4 +114,23 @@ struct IdentityServiceTests {
         #expect(id.anonymousSession(id: a.id) == nil, "expired after 30 days unused")
         #expect(throws: IdentityError.notFound) { try id.syncAnonymous(id: a.id) }
     }
+
+    @Test func expiredIdentitiesArePurgedAfterAWhile() throws {
+        let clock = ManualClock()
+        let id = try service(clock)
+        defer { id.store.close() }
+        _ = try id.createUser(username: "ann", password: "ann-password", isAdmin: false)
+        let login = try id.login(username: "ann", password: "ann-password", address: "a", userAgent: "")
+        let (anon, _) = try id.anonymous(cookie: nil)
+        try id.revoke(sessionID: login.session.id, userID: login.user.id, reason: "logout")
+        #expect(try id.purgeExpired() == 0, "nothing is old enough yet")
+        clock.advance(seconds: 8 * 86_400)
+        #expect(try id.purgeExpired() == 1, "the revoked device session, kept 7 days")
+        #expect(id.store.state.deviceSessions[login.session.id] == nil)
+        #expect(id.store.state.anonymousSessions[anon.id] != nil)
+        clock.advance(seconds: 23 * 86_400)
+        #expect(try id.purgeExpired() == 1, "the anonymous identity, 30 days unused")
+        #expect(id.store.state.anonymousSessions.isEmpty)
+        #expect(id.store.state.users.count == 1)
+    }
 }
