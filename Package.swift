@@ -32,6 +32,8 @@ let package = Package(
         // Who may do what: users, passwords, tokens, device and anonymous sessions, rate limits, User-Agent
         // parsing. Knows no HTTP.
         .target(name: "SupervisorIdentity", dependencies: ["CCrypt", "CShim", "SupervisorStore"]),
+        // ChimeraX sessions without HTTP: the lifecycle state machine, output scanning, structure rules.
+        .target(name: "SupervisorSessions"),
         // The application: routes, metrics, OpenAPI document, lifecycle of the daemon.
         .target(
             name: "SupervisorCore",
@@ -49,6 +51,7 @@ let package = Package(
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "TestSupport"]),
         .testTarget(name: "SupervisorConfigTests", dependencies: ["SupervisorConfig"]),
         .testTarget(name: "SupervisorIdentityTests", dependencies: ["SupervisorIdentity", "SupervisorStore", "TestSupport"]),
+        .testTarget(name: "SupervisorSessionsTests", dependencies: ["SupervisorSessions"]),
         .testTarget(name: "SupervisorStoreTests", dependencies: ["SupervisorStore", "CShim", "TestSupport"]),
         .testTarget(
             name: "EndToEndTests",
