@@ -33,7 +33,7 @@ let package = Package(
         // parsing. Knows no HTTP.
         .target(name: "SupervisorIdentity", dependencies: ["CCrypt", "CShim", "SupervisorStore"]),
         // ChimeraX sessions without HTTP: the lifecycle state machine, output scanning, structure rules.
-        .target(name: "SupervisorSessions"),
+        .target(name: "SupervisorSessions", dependencies: ["CShim"]),
         // The application: routes, metrics, OpenAPI document, lifecycle of the daemon.
         .target(
             name: "SupervisorCore",
@@ -51,7 +51,7 @@ let package = Package(
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "TestSupport"]),
         .testTarget(name: "SupervisorConfigTests", dependencies: ["SupervisorConfig"]),
         .testTarget(name: "SupervisorIdentityTests", dependencies: ["SupervisorIdentity", "SupervisorStore", "TestSupport"]),
-        .testTarget(name: "SupervisorSessionsTests", dependencies: ["SupervisorSessions"]),
+        .testTarget(name: "SupervisorSessionsTests", dependencies: ["SupervisorSessions", "TestSupport"]),
         .testTarget(name: "SupervisorStoreTests", dependencies: ["SupervisorStore", "CShim", "TestSupport"]),
         .testTarget(
             name: "EndToEndTests",

@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <spawn.h>
@@ -199,4 +201,40 @@ uint32_t cshim_crc32c_software(uint32_t crc, const void *buf, size_t len) {
 
 int cshim_flock_exclusive(int fd) {
     return flock(fd, LOCK_EX | LOCK_NB) == 0 ? 0 : errno;
+}
+
+int cshim_pidfd_open(pid_t pid) {
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+int cshim_pidfd_reap(int pidfd, int *code, int *signal) {
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    if (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info, WEXITED | WNOHANG) != 0) return -1;
+    if (info.si_pid == 0) return 0;
+    if (info.si_code == CLD_EXITED) {
+        *code = info.si_status;
+        *signal = 0;
+    } else {
+        *code = -1;
+        *signal = info.si_status;
+    }
+    return 1;
+}
+
+int cshim_pipe(int fds[2], int nonblock_read) {
+    if (pipe2(fds, O_CLOEXEC) != 0) return -1;
+    int keep = nonblock_read ? fds[0] : fds[1];
+    int fl = fcntl(keep, F_GETFL);
+    if (fl < 0 || fcntl(keep, F_SETFL, fl | O_NONBLOCK) != 0) return -1;
+    return 0;
+}
+
+int cshim_set_limit(pid_t pid, int resource, unsigned long long value) {
+    struct rlimit rl = { value, value };
+    return prlimit(pid, (__rlimit_resource_t)resource, &rl, NULL);
 }

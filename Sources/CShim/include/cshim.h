@@ -65,4 +65,15 @@ uint32_t cshim_crc32c_software(uint32_t crc, const void *buf, size_t len);
 /// flock(fd, LOCK_EX | LOCK_NB); returns 0, or an errno value (EWOULDBLOCK when another holds it).
 int cshim_flock_exclusive(int fd);
 
+/// pidfd_open(2): a descriptor that becomes readable when the process exits; -1 and errno on failure.
+int cshim_pidfd_open(pid_t pid);
+/// Reaps the process behind a pidfd if it has exited: returns 1 and sets *code (exit status, or -1) and
+/// *signal (terminating signal, or 0); 0 if it is still running; -1 on error.
+int cshim_pidfd_reap(int pidfd, int *code, int *signal);
+/// pipe2 with O_CLOEXEC on both ends and O_NONBLOCK on the end this process keeps (`nonblock_read`: the read
+/// end, else the write end). Returns 0 or -1.
+int cshim_pipe(int fds[2], int nonblock_read);
+/// prlimit(2) on another process: soft and hard limit both `value`. Returns 0 or -1.
+int cshim_set_limit(pid_t pid, int resource, unsigned long long value);
+
 #endif

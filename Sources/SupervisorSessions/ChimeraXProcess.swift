@@ -1,0 +1,202 @@
+import CShim
+import Foundation
+import Glibc
+
+/// One ChimeraX process: spawned into its own process group with a clean environment, stdin a pipe held open
+/// for its life, stdout and stderr drained continuously, its exit seen through a pidfd on the reactor.
+/// Descendants are tracked through /proc so that a grandchild that left the group (setsid) is still found
+/// and killed. Reactor thread only, after `spawn`.
+public final class ChimeraXProcess: @unchecked Sendable {
+    // @unchecked Sendable: created on any thread, then used only on its reactor's thread.
+    public let pid: pid_t
+    private let pidfd: Int32
+    private var stdinFD: Int32
+    private var stdoutFD: Int32
+    private var stderrFD: Int32
+    private let reactor: Reactor
+    public private(set) var stdout = OutputScanner()
+    public private(set) var stderr = OutputScanner(maxLineBytes: 4096, tailLines: 40)
+    public private(set) var exit: ProcessExit?
+    /// Descendants seen (pid → start time in clock ticks, to tell a reused pid from the same process).
+    public private(set) var descendants: [pid_t: UInt64] = [:]
+    private let startTime: UInt64
+
+    /// Called for every complete stdout line (`stderr: false`) or stderr line.
+    public var onLine: ((String, _ stderr: Bool) -> Void)?
+    /// Called once when the process has exited and been reaped.
+    public var onExit: ((ProcessExit) -> Void)?
+
+    public struct SpawnError: Error, CustomStringConvertible {
+        public let errno: Int32
+        public let what: String
+        public var description: String { "\(what): \(String(cString: strerror(errno)))" }
+    }
+
+    /// Starts `executable` with `arguments` in `directory`, environment exactly `environment`.
+    public init(executable: String, arguments: [String], environment: [String: String], directory: String, reactor: Reactor) throws {
+        var inPipe: [Int32] = [0, 0], outPipe: [Int32] = [0, 0], errPipe: [Int32] = [0, 0]
+        guard cshim_pipe(&inPipe, 0) == 0 else { throw SpawnError(errno: errno, what: "pipe") }
+        guard cshim_pipe(&outPipe, 1) == 0 else {
+            inPipe.forEach { close($0) }
+            throw SpawnError(errno: errno, what: "pipe")
+        }
+        guard cshim_pipe(&errPipe, 1) == 0 else {
+            (inPipe + outPipe).forEach { close($0) }
+            throw SpawnError(errno: errno, what: "pipe")
+        }
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = environment.sorted { $0.key < $1.key }.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var p: pid_t = 0
+        let rc = argv.withUnsafeBufferPointer { a in
+            envp.withUnsafeBufferPointer { e in
+                cshim_spawn(&p, executable, a.baseAddress, e.baseAddress, directory, inPipe[0], outPipe[1], errPipe[1], 1)
+            }
+        }
+        // The child's ends are the child's now.
+        close(inPipe[0])
+        close(outPipe[1])
+        close(errPipe[1])
+        guard rc == 0 else {
+            close(inPipe[1])
+            close(outPipe[0])
+            close(errPipe[0])
+            throw SpawnError(errno: rc, what: "posix_spawn \(executable)")
+        }
+        let fd = cshim_pidfd_open(p)
+        guard fd >= 0 else {
+            let e = errno
+            kill(p, SIGKILL)
+            var st: Int32 = 0
+            waitpid(p, &st, 0)
+            [inPipe[1], outPipe[0], errPipe[0]].forEach { close($0) }
+            throw SpawnError(errno: e, what: "pidfd_open")
+        }
+        pid = p
+        pidfd = fd
+        stdinFD = inPipe[1]
+        stdoutFD = outPipe[0]
+        stderrFD = errPipe[0]
+        self.reactor = reactor
+        startTime = ChimeraXProcess.startTime(of: p) ?? 0
+    }
+
+    /// Starts draining output and watching for the exit. Reactor thread.
+    public func attach() {
+        reactor.watch(stdoutFD) { [unowned self] in drain(stderr: false) }
+        reactor.watch(stderrFD) { [unowned self] in drain(stderr: true) }
+        reactor.watch(pidfd) { [unowned self] in reap() }
+    }
+
+    private func drain(stderr isErr: Bool) {
+        let fd = isErr ? stderrFD : stdoutFD
+        guard fd >= 0 else { return }
+        var buf = [UInt8](repeating: 0, count: 16 << 10)
+        while true {
+            let n = read(fd, &buf, buf.count)
+            if n > 0 {
+                let lines = isErr ? stderr.feed(buf[0..<n]) : stdout.feed(buf[0..<n])
+                for l in lines { onLine?(l, isErr) }
+                continue
+            }
+            if n < 0 && (errno == EAGAIN || errno == EINTR) { return }
+            // End of output (or an error): stop watching; the exit comes through the pidfd.
+            reactor.unwatch(fd)
+            close(fd)
+            if isErr {
+                if let l = stderr.flush() { onLine?(l, true) }
+                stderrFD = -1
+            } else {
+                if let l = stdout.flush() { onLine?(l, false) }
+                stdoutFD = -1
+            }
+            return
+        }
+    }
+
+    private func reap() {
+        var code: Int32 = 0, sig: Int32 = 0
+        let r = cshim_pidfd_reap(pidfd, &code, &sig)
+        guard r == 1 || r < 0 else { return }
+        reactor.unwatch(pidfd)
+        close(pidfd)
+        // Whatever output is still buffered in the pipes belongs to the transcript.
+        drain(stderr: false)
+        drain(stderr: true)
+        for fd in [stdoutFD, stderrFD] where fd >= 0 {
+            reactor.unwatch(fd)
+            close(fd)
+        }
+        stdoutFD = -1
+        stderrFD = -1
+        closeStdin()
+        let e = r == 1 ? ProcessExit(code: code >= 0 ? code : nil, signal: sig > 0 ? sig : nil) : ProcessExit(code: nil, signal: nil)
+        exit = e
+        onExit?(e)
+    }
+
+    /// Closes stdin (ChimeraX ends at end of input). Part of stopping.
+    public func closeStdin() {
+        if stdinFD >= 0 {
+            close(stdinFD)
+            stdinFD = -1
+        }
+    }
+
+    /// A signal to the whole process group, and to every tracked descendant that left it.
+    public func signalAll(_ sig: Int32) {
+        refreshDescendants()
+        if exit == nil { kill(-pid, sig) }
+        for (d, start) in descendants where ChimeraXProcess.startTime(of: d) == start {
+            kill(d, sig)
+        }
+    }
+
+    /// Descendants still alive (pid reuse excluded), for reporting survivors.
+    public func liveDescendants() -> [pid_t] {
+        descendants.filter { ChimeraXProcess.startTime(of: $0.key) == $0.value }.map(\.key).sorted()
+    }
+
+    /// Adds every process whose parent chain leads to this one, or that is in its process group, to
+    /// `descendants`. Called on each accounting sample and before every signal.
+    public func refreshDescendants() {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return }
+        var parents: [pid_t: (ppid: pid_t, pgrp: pid_t, start: UInt64)] = [:]
+        for e in entries {
+            guard let p = pid_t(e), let st = ChimeraXProcess.stat(of: p) else { continue }
+            parents[p] = st
+        }
+        var known = Set(descendants.keys)
+        known.insert(pid)
+        var changed = true
+        while changed {
+            changed = false
+            for (p, st) in parents where !known.contains(p) && (known.contains(st.ppid) || st.pgrp == pid) {
+                known.insert(p)
+                descendants[p] = st.start
+                changed = true
+            }
+        }
+    }
+
+    /// Parent, process group and start time (field 22, clock ticks) from /proc/PID/stat.
+    static func stat(of pid: pid_t) -> (ppid: pid_t, pgrp: pid_t, start: UInt64)? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = text.lastIndex(of: ")")
+        else { return nil }
+        // After "pid (comm) ": state ppid pgrp session ... starttime is the 20th field after comm.
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        guard fields.count > 19, let ppid = pid_t(fields[1]), let pgrp = pid_t(fields[2]), let start = UInt64(fields[19]) else { return nil }
+        return (ppid, pgrp, start)
+    }
+
+    static func startTime(of pid: pid_t) -> UInt64? { stat(of: pid)?.start }
+
+    deinit {
+        for fd in [stdinFD, stdoutFD, stderrFD] where fd >= 0 { close(fd) }
+        if exit == nil { close(pidfd) }
+    }
+}

@@ -1,0 +1,106 @@
+import Dispatch
+import Foundation
+import Glibc
+
+/// Drives one ChimeraX process through its lifecycle on the reactor: the state machine decides, this
+/// performs (probes, signals, timers) and reports status changes and the end.
+public final class SessionRunner: @unchecked Sendable {
+    // @unchecked Sendable: every mutable field is touched only on `reactor`'s thread.
+    public let id: String
+    public let process: ChimeraXProcess
+    public private(set) var lifecycle: SessionLifecycle
+    private let reactor: Reactor
+    private var deadlineTimer: UInt64?
+    private static let probes = DispatchQueue(label: "rest-probes", attributes: .concurrent)
+
+    public var onStatus: ((SessionStatus) -> Void)?
+    /// The end: final status, reason, how the process ended, the stderr tail, and descendants that
+    /// survived SIGKILL (should be none).
+    public var onEnded: ((SessionStatus, TerminationReason, ProcessExit?, [String], [pid_t]) -> Void)?
+    public var onLine: ((String, Bool) -> Void)?
+
+    public var status: SessionStatus { lifecycle.status }
+    public var port: UInt16? { lifecycle.port }
+
+    public init(id: String, process: ChimeraXProcess, startTimeout: Double, stopGrace: Double, reactor: Reactor) {
+        self.id = id
+        self.process = process
+        self.reactor = reactor
+        lifecycle = SessionLifecycle(startTimeout: startTimeout, stopGrace: stopGrace)
+    }
+
+    /// Reactor thread.
+    public func start() {
+        process.onLine = { [unowned self] line, isErr in
+            onLine?(line, isErr)
+            if !isErr, lifecycle.status == .starting, lifecycle.port == nil, let p = process.stdout.port {
+                perform(lifecycle.handle(.portAnnounced(port: p, at: Reactor.now())))
+            }
+        }
+        process.onExit = { [unowned self] e in
+            // OOM: the kernel's SIGKILL while the memory limit was reached is reported by the accounting
+            // backend; with rlimits, an allocation failure ends the process in its own way.
+            perform(lifecycle.handle(.exited(e, oomKilled: false, at: Reactor.now())))
+        }
+        process.attach()
+        perform(lifecycle.handle(.spawned(at: Reactor.now())))
+        armDeadline()
+    }
+
+    /// Asks the session to stop for `reason`. Reactor thread.
+    public func stop(_ reason: TerminationReason) {
+        perform(lifecycle.handle(.stop(reason, at: Reactor.now())))
+    }
+
+    public func commandStarted() { perform(lifecycle.handle(.commandStarted)) }
+    public func commandFinished() { perform(lifecycle.handle(.commandFinished)) }
+
+    private func armDeadline() {
+        if let t = deadlineTimer { reactor.cancel(t) }
+        deadlineTimer = nil
+        guard let at = lifecycle.nextDeadline, at.isFinite else { return }
+        deadlineTimer = reactor.schedule(at: at) { [unowned self] in
+            deadlineTimer = nil
+            perform(lifecycle.handle(.tick(at: Reactor.now())))
+        }
+    }
+
+    private func perform(_ actions: [SessionLifecycle.Action]) {
+        for a in actions {
+            switch a {
+            case .probe(let port, let at):
+                reactor.schedule(at: at) { [unowned self] in
+                    let r = reactor
+                    SessionRunner.probes.async {
+                        let ok = RESTClient.get(port: port, path: "/cmdline.html", timeout: 2)?.status == 200
+                        r.execute { [self] in perform(lifecycle.handle(ok ? .probeSucceeded(at: Reactor.now()) : .probeFailed(at: Reactor.now()))) }
+                    }
+                }
+            case .terminate:
+                process.closeStdin()
+                process.signalAll(SIGTERM)
+            case .kill:
+                process.signalAll(SIGKILL)
+            case .statusChanged(let s):
+                onStatus?(s)
+            case .ended(let status, let reason, let exit):
+                // The main process is gone; nothing it started may outlive it. SIGKILL takes a moment to land:
+                // look for survivors shortly after.
+                process.signalAll(SIGKILL)
+                reactor.schedule(at: Reactor.now() + 0.2) { [unowned self] in
+                    let survivors = process.liveDescendants().filter { isAlive($0) }
+                    for p in survivors { kill(p, SIGKILL) }
+                    onEnded?(status, reason, exit, process.stderr.tail, survivors)
+                }
+            }
+        }
+        armDeadline()
+    }
+
+    /// Alive and not a zombie.
+    private func isAlive(_ pid: pid_t) -> Bool {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = text.lastIndex(of: ")") else { return false }
+        let state = text[text.index(close, offsetBy: 2)...].prefix(1)
+        return state != "Z" && state != "X"
+    }
+}
