@@ -151,6 +151,8 @@ extension Configuration {
         } else {
             record("backend", backend, .defaultValue)
         }
+        sessionQuota = try count("session-quota", sessionQuota, minimum: 1)
+        commandQuota = try count("command-quota", commandQuota, minimum: 1, maximum: 100_000_000)
         poolSize = try count("pool-size", poolSize, maximum: 1000)
         if let (v, src) = try parse("allow-anonymous", ValueParsers.flag) {
             allowAnonymous = v

@@ -24,6 +24,8 @@ public struct Configuration: Sendable {
     public var tasksMax = 512
     public var backend = "auto"
     public var poolSize = 0
+    public var sessionQuota = 10
+    public var commandQuota = 1000
     public var allowAnonymous = false
     public var corsOrigins: [String] = []
     public var trustedProxies: [CIDR] = []

@@ -47,6 +47,8 @@ public let optionTable: [OptionSpec] = [
     OptionSpec(name: "cpu-quota", kind: .percent, help: "CPU limit per session, percent of one CPU", reloadable: true),
     OptionSpec(name: "tasks-max", kind: .count, help: "task (thread and process) limit per session", reloadable: true),
     OptionSpec(name: "backend", kind: .choice(["auto", "systemd", "cgroup", "process"]), help: "how ChimeraX processes are placed", reloadable: false),
+    OptionSpec(name: "session-quota", kind: .count, help: "ChimeraX sessions one identity may start per hour", reloadable: false),
+    OptionSpec(name: "command-quota", kind: .count, help: "ChimeraX commands one identity may run per hour", reloadable: false),
     OptionSpec(name: "pool-size", kind: .count, help: "pre-started idle ChimeraX processes", reloadable: true),
     OptionSpec(name: "allow-anonymous", kind: .flag, help: "anonymous browser sessions may own ChimeraX sessions", reloadable: true),
     OptionSpec(name: "cors-origin", kind: .list, help: "browser origins allowed to call the API with credentials (repeatable)", reloadable: true),

@@ -4,6 +4,7 @@ import Glibc
 import HTTPServer
 import SupervisorConfig
 import SupervisorIdentity
+import SupervisorSessions
 import SupervisorStore
 import SystemdIntegration
 
@@ -99,6 +100,15 @@ public final class Daemon {
         OperationalRoutes(state: state).register(on: &router)
         IdentityRoutes(state: state).register(on: &router)
         UserAdminRoutes(state: state).register(on: &router)
+        let sessions: SessionManager
+        do {
+            sessions = try SessionManager(store: store, logger: logger, configuration: { [state] in state.configuration })
+        } catch {
+            logger.error("cannot start the supervision thread", [("error", "\(error)")])
+            return 1
+        }
+        sessions.recoverAfterRestart()
+        SessionRoutes(state: state, manager: sessions).register(on: &router)
 
         var sc = ServerConfiguration()
         sc.eventLoops = c.eventLoops
@@ -192,6 +202,8 @@ public final class Daemon {
         notifier.ready(status: "Listening on \(where_)")
         loop0.run()
 
+        // A stopped daemon leaves no ChimeraX running: end every session (reason supervisor_shutdown).
+        sessions.stopAll(reason: .supervisorShutdown, timeout: Double(state.configuration.stopGrace) + 5)
         logger.notice("stopped")
         return 0
     }

@@ -24,7 +24,10 @@ public final class DaemonState: Sendable {
 
     init(configuration: Configuration, logger: Logger, shards: Int, store: Store) {
         self.store = store
-        identity = IdentityService(store: store)
+        var settings = IdentitySettings()
+        settings.sessionCreation = QuotaPolicy(name: "session_creation", limit: configuration.sessionQuota, window: 3600)
+        settings.commands = QuotaPolicy(name: "commands", limit: configuration.commandQuota, window: 3600)
+        identity = IdentityService(store: store, settings: settings)
         config = Mutex(configuration)
         self.logger = logger
         metrics = HTTPMetrics(shards: shards)

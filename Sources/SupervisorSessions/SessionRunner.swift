@@ -87,7 +87,7 @@ public final class SessionRunner: @unchecked Sendable {
                 // The main process is gone; nothing it started may outlive it. SIGKILL takes a moment to land:
                 // look for survivors shortly after.
                 process.signalAll(SIGKILL)
-                reactor.schedule(at: Reactor.now() + 0.2) { [unowned self] in
+                reactor.schedule(at: Reactor.now() + 0.05) { [unowned self] in
                     let survivors = process.liveDescendants().filter { isAlive($0) }
                     for p in survivors { kill(p, SIGKILL) }
                     onEnded?(status, reason, exit, process.stderr.tail, survivors)

@@ -162,6 +162,7 @@ struct ListenerTests {
             "/api/v1/auth/login", "/api/v1/auth/logout", "/api/v1/auth/users/me", "/api/v1/auth/users/me/sessions",
             "/api/v1/auth/users/me/sessions/{id}", "/api/session", "/api/session/sync", "/api/session/info",
             "/management/users", "/management/users/{id}", "/management/users/{id}/password",
+            "/api/sessions", "/api/sessions/{id}", "/api/sessions/{id}/heartbeat",
         ])
         for (path, ops) in paths {
             for method in ops.keys {

@@ -1,0 +1,311 @@
+import Foundation
+import Glibc
+import HTTPServer
+import SupervisorConfig
+import SupervisorIdentity
+import SupervisorSessions
+import SupervisorStore
+import Synchronization
+import SystemdIntegration
+
+/// Why a session could not be made.
+enum SessionError: Error {
+    case capacityUser(Int)
+    case capacityHost(Int)
+    case noChimeraX
+    case spawn(String)
+    case storage(StoreError)
+}
+
+/// The ChimeraX sessions of this daemon: records in the store, one runner per live session on the
+/// supervision reactor, expiry timers, and the end of each (directory removed, final record written).
+final class SessionManager: @unchecked Sendable {
+    // @unchecked Sendable: `runners` and `timers` are touched only on the reactor thread; `live` is a Mutex.
+    let store: Store
+    let logger: Logger
+    let reactor: Reactor
+    private let configuration: @Sendable () -> Configuration
+    private var runners: [String: SessionRunner] = [:]
+    private var timers: [String: UInt64] = [:]
+    /// Sessions whose structure was sent to ChimeraX (once per session).
+    private var structureSent: Set<String> = []
+    /// Live records (authoritative while the session runs; persisted on every change).
+    private let live = Mutex<[String: SessionRecord]>([:])
+    /// Waiters for a session to leave `starting` or to end.
+    private let changed = NSCondition()
+
+    init(store: Store, logger: Logger, configuration: @escaping @Sendable () -> Configuration) throws {
+        self.store = store
+        self.logger = logger
+        self.configuration = configuration
+        reactor = try Reactor()
+        reactor.start(name: "supervision")
+    }
+
+    static func now() -> Int64 { IdentityService.wallClock() }
+
+    /// At start: sessions the store says are live have no process any more (a stopped daemon leaves none
+    /// running), so they end as `terminated`/`supervisor_shutdown`, and their directories go.
+    func recoverAfterRestart() {
+        let t = SessionManager.now()
+        let stale = store.state.sessions.values.filter { !$0.isEnded }
+        guard !stale.isEmpty else { return }
+        var m: [Mutation] = []
+        for var s in stale {
+            s.status = "terminated"
+            s.terminationReason = "supervisor_shutdown"
+            s.endedAt = t
+            s.pid = nil
+            m.append(.putSession(s))
+            removeDirectory(s.directory)
+        }
+        do {
+            try store.write(m)
+            logger.notice("sessions of the previous run ended", [("count", "\(stale.count)"), ("reason", "supervisor_shutdown")])
+        } catch {
+            logger.error("cannot record the end of the previous run's sessions", [("error", "\(error)")])
+        }
+    }
+
+    /// The record: the live one if it runs, else the stored one.
+    func record(_ id: String) -> SessionRecord? {
+        if let r = live.withLock({ $0[id] }) { return r }
+        return store.read { $0.sessions[id] }
+    }
+
+    func liveCount(owner: String? = nil) -> Int {
+        live.withLock { l in l.values.filter { owner == nil || StoreState.ownerKey(type: $0.ownerType, id: $0.ownerID) == owner }.count }
+    }
+
+    /// Creates and starts a session. Blocks for the durable write: call off the event loops.
+    func create(ownerType: String, ownerID: String, name: String, pdbID: String?, metadataJSON: String, idleTimeout: Int) throws(SessionError) -> SessionRecord {
+        let c = configuration()
+        guard let chimerax = c.chimerax else { throw .noChimeraX }
+        let ownerKey = StoreState.ownerKey(type: ownerType, id: ownerID)
+        let id = IdentityService.newUUID()
+        let t = SessionManager.now()
+        let dir = c.workDir + "/" + id
+        var rec = SessionRecord(id: id, name: name, ownerType: ownerType, ownerID: ownerID, status: "starting", createdAt: t, lastActivity: t,
+                                expiresAt: min(t + Int64(idleTimeout) * 1000, t + Int64(c.maxLifetime) * 1000), idleTimeoutSeconds: idleTimeout,
+                                lifetimeEndsAt: t + Int64(c.maxLifetime) * 1000, metadataJSON: metadataJSON, backend: "process", directory: dir)
+        if let p = pdbID {
+            rec.structureSource = "pdb"
+            rec.pdbID = p
+        }
+        // Capacity, checked and reserved in one step.
+        let refusal: SessionError? = live.withLock { l in
+            if l.count >= c.maxSessions { return .capacityHost(c.maxSessions) }
+            if l.values.filter({ StoreState.ownerKey(type: $0.ownerType, id: $0.ownerID) == ownerKey }).count >= c.maxSessionsPerUser {
+                return .capacityUser(c.maxSessionsPerUser)
+            }
+            l[id] = rec
+            return nil
+        }
+        if let refusal { throw refusal }
+        do {
+            for d in [c.workDir, dir, dir + "/home", dir + "/start", dir + "/tmp"] {
+                if mkdir(d, 0o700) != 0 && errno != EEXIST { throw SessionError.spawn("cannot create \(d): \(String(cString: strerror(errno)))") }
+            }
+            try store.write([.putSession(rec)])
+        } catch let e as SessionError {
+            live.withLock { $0[id] = nil }
+            removeDirectory(dir)
+            throw e
+        } catch {
+            live.withLock { $0[id] = nil }
+            removeDirectory(dir)
+            throw .storage(error as? StoreError ?? StoreError(.unavailable, "\(error)"))
+        }
+        var env = ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": dir + "/home", "CHIMERAX_START": dir + "/start", "TMPDIR": dir + "/tmp",
+                   "LANG": "C.UTF-8"]
+        // The stand-in's settings pass through (tests, development); nothing else of the daemon's environment.
+        for (k, v) in ProcessInfo.processInfo.environment where k.hasPrefix("CHIMERAX_STANDIN_") { env[k] = v }
+        let process: ChimeraXProcess
+        do {
+            process = try ChimeraXProcess(executable: chimerax, arguments: ["--nogui", "--offscreen", "--cmd", "remotecontrol rest start port 0 json true"],
+                                          environment: env, directory: dir, reactor: reactor)
+        } catch {
+            rec.status = "failed"
+            rec.terminationReason = "crashed"
+            rec.endedAt = SessionManager.now()
+            live.withLock { $0[id] = nil }
+            try? store.write([.putSession(rec)])
+            removeDirectory(dir)
+            throw .spawn("\(error)")
+        }
+        rec.pid = Int(process.pid)
+        live.withLock { $0[id] = rec }
+        let runner = SessionRunner(id: id, process: process, startTimeout: Double(c.startTimeout), stopGrace: Double(c.stopGrace), reactor: reactor)
+        runner.onStatus = { [weak self] s in self?.statusChanged(id, s) }
+        runner.onEnded = { [weak self] s, r, e, tail, survivors in self?.ended(id, s, r, e, tail, survivors) }
+        reactor.execute { [self] in
+            runners[id] = runner
+            runner.start()
+            armExpiry(id)
+        }
+        logger.notice("session starting", [("SESSION_ID", id), ("owner", ownerKey), ("pid", "\(process.pid)")])
+        return rec
+    }
+
+    /// Moves `last_activity` and `expires_at` (heartbeats, commands, updates). Nil if the session has ended.
+    func touch(_ id: String) -> SessionRecord? {
+        let t = SessionManager.now()
+        let updated: SessionRecord? = live.withLock { l in
+            guard var r = l[id] else { return nil }
+            r.lastActivity = t
+            r.expiresAt = min(t + Int64(r.idleTimeoutSeconds) * 1000, r.lifetimeEndsAt)
+            l[id] = r
+            return r
+        }
+        guard let updated else { return nil }
+        // Activity is persisted without waiting: after a crash the sessions end anyway.
+        store.write([.putSession(updated)]) { _ in }
+        reactor.execute { [self] in armExpiry(id) }
+        return updated
+    }
+
+    /// Applies `change` to a live record and persists it. Nil if the session has ended.
+    func update(_ id: String, _ change: (inout SessionRecord) -> Void) -> SessionRecord? {
+        let updated: SessionRecord? = live.withLock { l in
+            guard var r = l[id] else { return nil }
+            change(&r)
+            l[id] = r
+            return r
+        }
+        guard let updated else { return nil }
+        try? store.write([.putSession(updated)])
+        reactor.execute { [self] in armExpiry(id) }
+        return updated
+    }
+
+    /// Stops a session for `reason`; returns the final record once it has ended (or after `timeout`).
+    func stop(_ id: String, reason: TerminationReason, wait timeout: Double) -> SessionRecord? {
+        if live.withLock({ $0[id] }) != nil {
+            reactor.execute { [self] in runners[id]?.stop(reason) }
+            _ = waitUntil(timeout) { self.live.withLock { $0[id] } == nil }
+        }
+        return record(id)
+    }
+
+    /// Waits up to `timeout` seconds for the session to leave `starting`.
+    func waitReady(_ id: String, timeout: Double) -> SessionRecord? {
+        _ = waitUntil(timeout) { self.record(id).map { $0.status != "starting" } ?? true }
+        return record(id)
+    }
+
+    /// Stops every live session (daemon shutdown) and waits for them, bounded.
+    func stopAll(reason: TerminationReason, timeout: Double) {
+        let ids = live.withLock { Array($0.keys) }
+        for id in ids { reactor.execute { [self] in runners[id]?.stop(reason) } }
+        _ = waitUntil(timeout) { self.live.withLock { $0.isEmpty } }
+    }
+
+    private func waitUntil(_ timeout: Double, _ done: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        changed.lock()
+        defer { changed.unlock() }
+        while !done() {
+            if !changed.wait(until: min(deadline, Date().addingTimeInterval(0.05))) && Date() >= deadline { return done() }
+        }
+        return true
+    }
+
+    private func signalChange() {
+        changed.lock()
+        changed.broadcast()
+        changed.unlock()
+    }
+
+    // MARK: Reactor thread
+
+    private func armExpiry(_ id: String) {
+        if let t = timers[id] { reactor.cancel(t) }
+        timers[id] = nil
+        guard let r = live.withLock({ $0[id] }) else { return }
+        let inMs = r.expiresAt - SessionManager.now()
+        let reason: TerminationReason = r.expiresAt >= r.lifetimeEndsAt ? .maxLifetime : .idleTimeout
+        timers[id] = reactor.schedule(at: Reactor.now() + Double(max(0, inMs)) / 1000) { [self] in
+            timers[id] = nil
+            // Re-check: a heartbeat may have moved it while the timer was due.
+            guard let cur = live.withLock({ $0[id] }), cur.expiresAt <= SessionManager.now() else { return armExpiry(id) }
+            logger.info("session expired", [("SESSION_ID", id), ("reason", reason.rawValue)])
+            runners[id]?.stop(reason)
+        }
+    }
+
+    private func statusChanged(_ id: String, _ s: SessionStatus) {
+        let rec: SessionRecord? = live.withLock { l in
+            guard var r = l[id] else { return nil }
+            r.status = s.rawValue
+            if s == .ready && r.readyAt == nil { r.readyAt = SessionManager.now() }
+            l[id] = r
+            return r
+        }
+        if let rec { store.write([.putSession(rec)]) { _ in } }
+        signalChange()
+        if s == .ready, let rec, let pdb = rec.pdbID, !structureSent.contains(id), let port = runners[id]?.port {
+            structureSent.insert(id)
+            openStructure(id, command: "open \(pdb)", port: port)
+        }
+    }
+
+    /// Sends `open …` over REST (off the reactor) and records ChimeraX's answer.
+    private func openStructure(_ id: String, command: String, port: UInt16) {
+        reactor.execute { [self] in runners[id]?.commandStarted() }
+        let q = command.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
+        DispatchQueue.global().async { [self] in
+            let t0 = Date()
+            let reply = RESTClient.get(port: port, path: "/run?command=\(q)", timeout: 120)
+            logger.debug("structure command answered", [("SESSION_ID", id), ("seconds", String(format: "%.3f", Date().timeIntervalSince(t0)))])
+            let body = reply.flatMap { try? JSONSerialization.jsonObject(with: Data($0.body)) as? [String: Any] }
+            let error = (body?["error"] as? [String: Any])?["message"] as? String ?? (reply == nil ? "ChimeraX did not answer" : nil)
+            _ = update(id) { r in
+                // ChimeraX fetches PDB ids as mmCIF.
+                r.structureFormat = error == nil ? "mmcif" : nil
+            }
+            let t = SessionManager.now()
+            let order = (store.read { $0.transcripts[id]?.count } ?? 0) + 1
+            store.write([.appendTranscript(TranscriptEntry(sessionID: id, order: order, timestamp: t, kind: "command", level: "info", text: command)),
+                         .appendTranscript(TranscriptEntry(sessionID: id, order: order + 1, timestamp: t, kind: "reply",
+                                                           level: error == nil ? "info" : "error", text: error ?? "ok"))]) { _ in }
+            if let error { logger.warning("structure did not open", [("SESSION_ID", id), ("error", error)]) }
+            reactor.execute { [self] in runners[id]?.commandFinished() }
+        }
+    }
+
+    private func ended(_ id: String, _ s: SessionStatus, _ reason: TerminationReason, _ exit: ProcessExit?, _ tail: [String], _ survivors: [pid_t]) {
+        if let t = timers[id] { reactor.cancel(t) }
+        timers[id] = nil
+        runners[id] = nil
+        structureSent.remove(id)
+        guard var rec = live.withLock({ $0[id] }) else { return }
+        rec.status = s.rawValue
+        rec.terminationReason = reason.rawValue
+        rec.endedAt = SessionManager.now()
+        rec.exitCode = exit?.code.map(Int.init)
+        rec.exitSignal = exit?.signalName
+        rec.pid = nil
+        if !survivors.isEmpty {
+            logger.error("processes of an ended session survived SIGKILL", [("SESSION_ID", id), ("pids", survivors.map(String.init).joined(separator: ","))])
+        }
+        var m: [Mutation] = [.putSession(rec)]
+        if s == .failed && !tail.isEmpty {
+            let order = (store.read { $0.transcripts[id]?.count } ?? 0) + 1
+            m.append(.appendTranscript(TranscriptEntry(sessionID: id, order: order, timestamp: rec.endedAt!, kind: "event", level: "error",
+                                                       text: "ChimeraX stderr (last lines):\n" + tail.joined(separator: "\n"))))
+        }
+        store.write(m) { [self] _ in
+            // Persisted (or failed: the record is still in memory until here): now the live entry goes.
+            live.withLock { _ = $0.removeValue(forKey: id) }
+            signalChange()
+        }
+        if s != .finalized { removeDirectory(rec.directory) }
+        logger.notice("session ended", [("SESSION_ID", id), ("status", s.rawValue), ("reason", reason.rawValue),
+                                        ("exit", exit.map { $0.signalName ?? "code \($0.code ?? -1)" } ?? "-")])
+    }
+
+    private func removeDirectory(_ dir: String) {
+        guard !dir.isEmpty, dir.hasPrefix(configuration().workDir + "/") else { return }
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+}

@@ -1,0 +1,286 @@
+import Foundation
+import Glibc
+import HTTPServer
+import SupervisorConfig
+import SupervisorIdentity
+import SupervisorSessions
+import SupervisorStore
+
+/// API.md §4: create, get, list, update, delete and heartbeat of ChimeraX sessions.
+struct SessionRoutes {
+    let state: DaemonState
+    let manager: SessionManager
+
+    func register(on router: inout Router) {
+        let access = Access(state: state)
+        let manager = self.manager
+        let state = self.state
+
+        /// The caller's identity key if it may own sessions, else the problem to answer.
+        @Sendable func owner(_ req: Request) throws(Problem) -> (type: String, id: String, caller: Caller) {
+            let caller = try access.caller(req)
+            switch caller {
+            case .user(let u, _, _): return ("user", u.id, caller)
+            case .browser(let a):
+                guard state.configuration.allowAnonymous else {
+                    throw Problem(403, "forbidden", "Anonymous sessions may not own ChimeraX sessions here; log in.")
+                }
+                return ("anonymous", a.id, caller)
+            case .localOperator: throw Problem(403, "forbidden", "A local operator has no identity to own sessions; log in as a user.")
+            case .anonymous: throw Problem(401, "unauthorized", "Log in, or POST /api/session/ for an anonymous session first.", headers: [("WWW-Authenticate", "Bearer")])
+            }
+        }
+
+        /// The session if the caller may act on it: `404 session_not_found`, `403 forbidden`.
+        @Sendable func owned(_ req: Request) throws(Problem) -> SessionRecord {
+            let caller = try access.caller(req)
+            guard let rec = manager.record(req.params["id"] ?? "") else { throw Problem(404, "session_not_found", "No such session.") }
+            if caller.isAdmin { return rec }
+            if caller.identityKey == StoreState.ownerKey(type: rec.ownerType, id: rec.ownerID) { return rec }
+            if case .anonymous = caller { throw Problem(401, "unauthorized", "Credentials are required.", headers: [("WWW-Authenticate", "Bearer")]) }
+            throw Problem(403, "forbidden", "This session belongs to someone else.")
+        }
+
+        router.addBlocking(.POST, "/api/sessions", doc: RouteDoc(
+            "Start a ChimeraX session (JSON: name, pdb_id, metadata, idle_timeout_s).", tags: ["sessions"],
+            responses: [("201", "the session, with Location"), ("400", "validation_error"), ("401", "unauthorized"), ("403", "forbidden or csrf_rejected"),
+                        ("415", "unsupported_format"), ("429", "capacity_exhausted (per user) or rate_limited"),
+                        ("503", "capacity_exhausted (host), storage_unavailable or service_unavailable")])) { req throws(Problem) in
+            let (type, id, caller) = try owner(req)
+            if let ct = req.headers["Content-Type"]?.lowercased(), ct.hasPrefix("multipart/") {
+                throw Problem(415, "unsupported_format", "Structure uploads (multipart/form-data) are not served by this version; send JSON with pdb_id.")
+            }
+            let body = try req.jsonObject(limit: 64 << 10)
+            let c = state.configuration
+            var errors: [Problem.FieldError] = []
+            var name = ""
+            if let v = body["name"], v != .null {
+                if case .string(let s) = v, s.count <= 200, !s.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) { name = s }
+                else { errors.append(.init(field: "name", message: "a string of at most 200 characters without control characters")) }
+            }
+            var pdb: String?
+            if let v = body["pdb_id"], v != .null {
+                if case .string(let s) = v, let p = StructureRules.pdbIDForOpen(s) { pdb = p }
+                else { errors.append(.init(field: "pdb_id", message: "a PDB id: a digit and three letters or digits (1abc), or pdb_ and eight (pdb_00001abc)")) }
+            }
+            var metadata = "{}"
+            if let v = body["metadata"], v != .null {
+                if case .object = v, v.serialized().count <= 16 << 10 { metadata = String(decoding: v.serialized(), as: UTF8.self) }
+                else { errors.append(.init(field: "metadata", message: "an object of at most 16 KiB")) }
+            }
+            var idle = c.idleTimeout
+            if let v = body["idle_timeout_s"], v != .null {
+                if let n = v.intValue, (1...c.idleTimeout).contains(n) { idle = n }
+                else { errors.append(.init(field: "idle_timeout_s", message: "an integer from 1 to \(c.idleTimeout)")) }
+            }
+            let known: Set<String> = ["name", "pdb_id", "metadata", "idle_timeout_s"]
+            if case .object(let members) = body { for (k, _) in members where !known.contains(k) { errors.append(.init(field: k, message: "unknown field")) } }
+            if !errors.isEmpty { throw Problem.validation(errors) }
+            guard let key = caller.identityKey else { throw Problem(401, "unauthorized", "No identity.") }
+            let quota = state.identity.sessionQuota.consume(key, now: state.identity.now)
+            let rateHeaders = [("RateLimit-Policy", quota.policy.policyHeader), ("RateLimit", quota.header)]
+            guard quota.allowed else {
+                throw Problem(429, "rate_limited", "Too many sessions started; try again later.", headers: [("Retry-After", "\(max(1, quota.resetIn))")] + rateHeaders)
+            }
+            let rec: SessionRecord
+            do throws(SessionError) {
+                rec = try manager.create(ownerType: type, ownerID: id, name: name, pdbID: pdb, metadataJSON: metadata, idleTimeout: idle)
+            } catch {
+                switch error {
+                case .capacityUser(let n): throw Problem(429, "capacity_exhausted", "You have \(n) sessions running, the most allowed; end one first.", headers: [("Retry-After", "30")])
+                case .capacityHost(let n): throw Problem(503, "capacity_exhausted", "This server runs \(n) sessions, its most; try again later.", headers: [("Retry-After", "30")])
+                case .noChimeraX: throw Problem(503, "service_unavailable", "No ChimeraX executable is configured on this server.")
+                case .spawn(let m): throw Problem(503, "service_unavailable", "ChimeraX could not be started: \(m)")
+                case .storage(let e): throw Problem(503, "storage_unavailable", "The state store cannot take writes right now (\(e.message)).", headers: [("Retry-After", "5")])
+                }
+            }
+            if case .browser(var a) = caller {
+                a.sessionsCreated += 1
+                state.store.write([.putAnonymousSession(a)]) { _ in }
+            }
+            var resp = Response.json(sessionJSON(rec, c), status: 201)
+            resp.headers.add("Location", "/api/sessions/\(rec.id)")
+            for (n, v) in rateHeaders { resp.headers.add(n, v) }
+            return resp
+        }
+
+        router.addBlocking(.GET, "/api/sessions/{id}", doc: RouteDoc(
+            "One session; ?wait=ready&timeout=S holds the answer until it leaves starting (S at most 60).", tags: ["sessions"],
+            responses: [("200", "the session"), ("400", "validation_error"), ("401", "unauthorized"), ("403", "forbidden"), ("404", "session_not_found")],
+            query: [("wait", "ready"), ("timeout", "seconds, 0 to 60 (default 30)")])) { req throws(Problem) in
+            var rec = try owned(req)
+            if let w = req.query("wait") {
+                guard w == "ready" else { throw Problem.validation(field: "wait", "only 'ready'") }
+                var timeout = 30.0
+                if let t = req.query("timeout") {
+                    guard let v = Double(t), v >= 0, v.isFinite else { throw Problem.validation(field: "timeout", "seconds, a number from 0 to 60") }
+                    timeout = min(60, v)
+                }
+                rec = manager.waitReady(rec.id, timeout: timeout) ?? rec
+            }
+            return Response.json(sessionJSON(rec, state.configuration))
+        }
+
+        router.add(.GET, "/api/sessions", doc: RouteDoc(
+            "The caller's sessions, list envelope.", tags: ["sessions"],
+            responses: [("200", "list envelope of sessions"), ("400", "validation_error"), ("401", "unauthorized")],
+            query: [("status", "one of starting, ready, busy, stopping, terminated, failed, finalized"), ("limit", "1..200 (50)"), ("offset", "≥ 0"),
+                    ("sort_by", "created_at, last_activity or name"), ("sort_order", "asc or desc (desc)")])) { req throws(Problem) in
+            let (type, id, _) = try owner(req)
+            let (limit, offset) = try pagination(req)
+            var all = state.store.read { $0.sessions(ownedBy: type, id) }.map { manager.record($0.id) ?? $0 }
+            if let s = req.query("status") {
+                guard SessionStatus(rawValue: s) != nil else { throw Problem.validation(field: "status", "one of \(SessionStatus.allCases.map(\.rawValue).joined(separator: ", "))") }
+                all = all.filter { $0.status == s }
+            }
+            let sortBy = req.query("sort_by") ?? "created_at"
+            let order = req.query("sort_order") ?? "desc"
+            guard ["created_at", "last_activity", "name"].contains(sortBy) else { throw Problem.validation(field: "sort_by", "created_at, last_activity or name") }
+            guard order == "asc" || order == "desc" else { throw Problem.validation(field: "sort_order", "asc or desc") }
+            all.sort { a, b in
+                let less: Bool
+                switch sortBy {
+                case "last_activity": less = a.lastActivity == b.lastActivity ? a.id < b.id : a.lastActivity < b.lastActivity
+                case "name": less = a.name == b.name ? a.id < b.id : a.name < b.name
+                default: less = a.createdAt == b.createdAt ? a.id < b.id : a.createdAt < b.createdAt
+                }
+                return order == "asc" ? less : !less
+            }
+            let c = state.configuration
+            return Response.json(listEnvelope(all.dropFirst(offset).prefix(limit).map { sessionJSON($0, c) }, total: all.count, limit: limit, offset: offset))
+        }
+
+        for method in [HTTPMethod("PATCH"), .PUT] {
+            router.addBlocking(method, "/api/sessions/{id}", doc: RouteDoc(
+                "Change name, metadata or idle_timeout_s, or push expires_at with extend_s (never past the maximum lifetime).", tags: ["sessions"],
+                responses: [("200", "the session"), ("400", "validation_error"), ("403", "forbidden"), ("404", "session_not_found"), ("410", "session_ended")])) { req throws(Problem) in
+                let rec = try owned(req)
+                let body = try req.jsonObject(limit: 64 << 10)
+                let c = state.configuration
+                var errors: [Problem.FieldError] = []
+                var name: String?, metadata: String?, idle: Int?, extend: Int?
+                if case .object(let members) = body {
+                    for (k, v) in members {
+                        switch k {
+                        case "name":
+                            if case .string(let s) = v, s.count <= 200 { name = s } else { errors.append(.init(field: k, message: "a string of at most 200 characters")) }
+                        case "metadata":
+                            if case .object = v, v.serialized().count <= 16 << 10 { metadata = String(decoding: v.serialized(), as: UTF8.self) }
+                            else { errors.append(.init(field: k, message: "an object of at most 16 KiB")) }
+                        case "idle_timeout_s":
+                            if let n = v.intValue, (1...c.idleTimeout).contains(n) { idle = n } else { errors.append(.init(field: k, message: "an integer from 1 to \(c.idleTimeout)")) }
+                        case "extend_s":
+                            if let n = v.intValue, (1...c.maxLifetime).contains(n) { extend = n } else { errors.append(.init(field: k, message: "an integer from 1 to \(c.maxLifetime)")) }
+                        default:
+                            errors.append(.init(field: k, message: "unknown field"))
+                        }
+                    }
+                }
+                if !errors.isEmpty { throw Problem.validation(errors) }
+                if rec.isEnded { throw Problem(410, "session_ended", "The session has ended (\(rec.status)).") }
+                let now = SessionManager.now()
+                guard let updated = manager.update(rec.id, { r in
+                    if let name { r.name = name }
+                    if let metadata { r.metadataJSON = metadata }
+                    if let idle { r.idleTimeoutSeconds = idle }
+                    r.lastActivity = now
+                    var expires = now + Int64(r.idleTimeoutSeconds) * 1000
+                    if let extend { expires = max(expires, r.expiresAt + Int64(extend) * 1000) }
+                    r.expiresAt = min(expires, r.lifetimeEndsAt)
+                }) else { throw Problem(410, "session_ended", "The session has ended.") }
+                return Response.json(sessionJSON(updated, c))
+            }
+        }
+
+        router.addBlocking(.DELETE, "/api/sessions/{id}", doc: RouteDoc(
+            "End the session (idempotent): the final record and documents_removed.", tags: ["sessions"],
+            responses: [("200", "the final session with documents_removed"), ("403", "forbidden"), ("404", "session_not_found")])) { req throws(Problem) in
+            let rec = try owned(req)
+            var removed = 0
+            if !rec.isEnded {
+                removed = ((try? FileManager.default.contentsOfDirectory(atPath: rec.directory)) ?? []).filter { !["home", "start", "tmp"].contains($0) }.count
+            }
+            let c = state.configuration
+            let final = manager.stop(rec.id, reason: .userRequest, wait: Double(c.stopGrace) + 5) ?? rec
+            guard case .object(var members) = sessionJSON(final, c) else { return Response(status: 500) }
+            members.append(("documents_removed", .int(final.isEnded ? removed : 0)))
+            return Response.json(.object(members))
+        }
+
+        for method in [HTTPMethod.PUT, .POST] {
+            router.add(method, "/api/sessions/{id}/heartbeat", doc: RouteDoc(
+                "Keep the session alive: moves last_activity and expires_at (POST for navigator.sendBeacon).", tags: ["sessions"],
+                responses: [("200", "id, status, last_activity, expires_at"), ("403", "forbidden"), ("404", "session_not_found"), ("410", "session_ended")])) { req throws(Problem) in
+                let rec = try owned(req)
+                guard !rec.isEnded, let t = manager.touch(rec.id) else {
+                    throw Problem(410, "session_ended", "The session has ended (\(manager.record(rec.id)?.status ?? rec.status)).")
+                }
+                return Response.json(.object([("id", .string(t.id)), ("status", .string(t.status)), ("last_activity", .string(rfc3339(t.lastActivity))),
+                                              ("expires_at", .string(rfc3339(t.expiresAt)))]))
+            }
+        }
+    }
+}
+
+extension JSON {
+    /// An integer value (a whole number), or nil.
+    var intValue: Int? {
+        switch self {
+        case .int(let i): return i
+        case .number(let d): return d.rounded() == d && abs(d) < 1e15 ? Int(d) : nil
+        default: return nil
+        }
+    }
+}
+
+/// The session as API.md §4 shows it.
+func sessionJSON(_ r: SessionRecord, _ c: Configuration) -> JSON {
+    func ts(_ v: Int64?) -> JSON { v.map { .string(rfc3339($0)) } ?? .null }
+    let usage = r.pid.flatMap { ProcessUsage.read(pid: pid_t($0)) }
+    var structure: JSON = .null
+    if let src = r.structureSource {
+        structure = .object([("source", .string(src)), ("pdb_id", r.pdbID.map { .string($0) } ?? .null),
+                             ("filename", r.structureFilename.map { .string($0) } ?? .null), ("format", r.structureFormat.map { .string($0) } ?? .null),
+                             ("size_bytes", r.structureSizeBytes.map { .int($0) } ?? .null)])
+    }
+    let metadata = (try? JSON.parse(Array(r.metadataJSON.utf8))) ?? .object([])
+    let exit: JSON = (r.exitCode == nil && r.exitSignal == nil) ? .null
+        : .object([("code", r.exitCode.map { .int($0) } ?? .null), ("signal", r.exitSignal.map { .string($0) } ?? .null)])
+    return .object([
+        ("id", .string(r.id)), ("name", .string(r.name)), ("owner", .object([("type", .string(r.ownerType)), ("id", .string(r.ownerID))])),
+        ("status", .string(r.status)), ("created_at", ts(r.createdAt)), ("ready_at", ts(r.readyAt)), ("last_activity", ts(r.lastActivity)),
+        ("expires_at", ts(r.isEnded ? nil : r.expiresAt)), ("ended_at", ts(r.endedAt)), ("idle_timeout_s", .int(r.idleTimeoutSeconds)),
+        ("termination_reason", r.terminationReason.map { .string($0) } ?? .null), ("exit", exit), ("structure", structure),
+        ("resources", .object([
+            ("cpu_seconds", .number(usage?.cpuSeconds ?? r.cpuSeconds)), ("memory_bytes", .int(usage?.rssBytes ?? 0)),
+            ("memory_peak_bytes", .int(max(usage?.peakBytes ?? 0, r.memoryPeakBytes))), ("tasks", .int(usage?.tasks ?? 0)),
+            ("limits", .object([("memory_bytes", .int(c.memoryMax)), ("cpu_percent", .int(c.cpuQuota)), ("tasks", .int(c.tasksMax))])),
+        ])),
+        ("metadata", metadata),
+    ])
+}
+
+/// CPU, memory and threads of one process from /proc (the session's main process).
+struct ProcessUsage {
+    let cpuSeconds: Double
+    let rssBytes: Int
+    let peakBytes: Int
+    let tasks: Int
+
+    static func read(pid: pid_t) -> ProcessUsage? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+            let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")")
+        else { return nil }
+        func kib(_ key: String) -> Int {
+            for line in status.split(separator: "\n") where line.hasPrefix(key) {
+                return (line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int($0) } ?? 0) * 1024
+            }
+            return 0
+        }
+        let f = stat[stat.index(after: close)...].split(separator: " ")
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        let cpu = f.count > 13 ? (Double(f[11]) ?? 0) + (Double(f[12]) ?? 0) : 0
+        let threads = Int(status.split(separator: "\n").first { $0.hasPrefix("Threads:") }?.split(separator: "\t").last ?? "0") ?? 0
+        return ProcessUsage(cpuSeconds: cpu / ticks, rssBytes: kib("VmRSS:"), peakBytes: kib("VmHWM:"), tasks: threads)
+    }
+}

@@ -1,0 +1,224 @@
+import Foundation
+import Glibc
+import TestSupport
+import Testing
+
+/// The stand-in ChimeraX of this repository.
+private let standIn = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    .appendingPathComponent("Fixtures/chimerax-standin/ChimeraX").path
+
+/// A daemon with the stand-in, a user "ann" (and "ben") logged in.
+private final class SessionFixture {
+    let state: String
+    var daemon: DaemonProcess
+    let ann: String
+    let ben: String
+    var port: UInt16 { daemon.port }
+
+    init(_ extra: [String] = [], environment: [String: String] = [:]) throws {
+        state = DaemonProcess.makeTempDirectory() + "/state"
+        for u in ["ann", "ben"] {
+            let r = try runProgram(DaemonProcess.binary, ["users", "add", u, "--password-stdin", "--state-dir", state],
+                                   environment: cleanEnvironment(), stdin: "\(u)-password\n")
+            guard r.status == 0 else { throw TestFailure(r.stderr) }
+        }
+        daemon = try DaemonProcess(["--state-dir", state, "--chimerax", standIn] + extra, environment: environment)
+        func login(_ u: String, _ port: UInt16) throws -> String {
+            let r = try httpRequest(port: port, "POST", "/api/v1/auth/login", body: #"{"username":"\#(u)","password":"\#(u)-password"}"#)
+            guard let t = r.json["token"] as? String else { throw TestFailure("login \(u): \(r.text)") }
+            return t
+        }
+        ann = try login("ann", daemon.port)
+        ben = try login("ben", daemon.port)
+    }
+
+    func call(_ method: String, _ path: String, as token: String? = nil, body: String? = nil) throws -> RawResponse {
+        try httpRequest(port: port, method, path, headers: (token ?? ann).isEmpty ? [] : [("Authorization", "Bearer \(token ?? ann)")], body: body)
+    }
+
+    func create(_ body: String = "{}", as token: String? = nil) throws -> [String: Any] {
+        let r = try call("POST", "/api/sessions", as: token, body: body)
+        guard r.status == 201 else { throw TestFailure("create: \(r.status) \(r.text)") }
+        return r.json
+    }
+
+    func waitFor(_ id: String, status: String, timeout: Double = 20) throws -> [String: Any] {
+        let deadline = Date().addingTimeInterval(timeout)
+        var last: [String: Any] = [:]
+        while Date() < deadline {
+            last = try call("GET", "/api/sessions/\(id)").json
+            if last["status"] as? String == status { return last }
+            usleep(50_000)
+        }
+        throw TestFailure("session \(id) never became \(status): \(last)")
+    }
+
+    /// Processes whose command line mentions the stand-in and this daemon's state directory's sessions.
+    func standIns() -> [pid_t] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { pid_t($0) }.filter { p in
+            guard let cwd = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(p)/cwd") else { return false }
+            return cwd.hasPrefix(state + "/sessions/")
+        }
+    }
+}
+
+@Suite("ChimeraX sessions", .serialized)
+struct SessionTests {
+    @Test func createByPDBIdBecomesReadyAndDeleteEndsIt() throws {
+        let f = try SessionFixture()
+        let r = try f.call("POST", "/api/sessions", body: #"{"name":"first","pdb_id":"PDB_00001ABC","metadata":{"k":[1,2]},"idle_timeout_s":600}"#)
+        #expect(r.status == 201)
+        let id = try #require(r.json["id"] as? String)
+        #expect(r.header("Location") == "/api/sessions/\(id)")
+        #expect(r.json["status"] as? String == "starting")
+        #expect((r.json["owner"] as? [String: String])?["type"] == "user")
+        #expect(((r.json["structure"] as? [String: Any])?["pdb_id"] as? String) == "1abc")
+        #expect((r.json["metadata"] as? [String: [Int]]) == ["k": [1, 2]])
+        let ready = try f.call("GET", "/api/sessions/\(id)?wait=ready&timeout=20")
+        #expect(["ready", "busy"].contains(ready.json["status"] as? String ?? ""), "\(ready.text)")
+        #expect(ready.json["ready_at"] as? String != nil)
+        #expect(((ready.json["resources"] as? [String: Any])?["memory_bytes"] as? Int ?? 0) > 0)
+        #expect(!f.standIns().isEmpty)
+        let list = try f.call("GET", "/api/sessions?status=ready&sort_by=name&sort_order=asc")
+        #expect(list.status == 200 && list.json["limit"] as? Int == 50)
+        let del = try f.call("DELETE", "/api/sessions/\(id)")
+        #expect(del.status == 200 && del.json["status"] as? String == "terminated" && del.json["termination_reason"] as? String == "user_request")
+        #expect(del.json["documents_removed"] as? Int != nil)
+        #expect(f.standIns().isEmpty, "ChimeraX still runs after DELETE")
+        let again = try f.call("DELETE", "/api/sessions/\(id)")
+        #expect(again.status == 200 && again.json["ended_at"] as? String == del.json["ended_at"] as? String, "DELETE is idempotent")
+        #expect(try f.call("PUT", "/api/sessions/\(id)/heartbeat").status == 410)
+        #expect(!FileManager.default.fileExists(atPath: f.state + "/sessions/\(id)"), "the session directory is removed")
+    }
+
+    @Test func badInputIsRefusedAndChangesNothing() throws {
+        let f = try SessionFixture()
+        for body in [#"{"pdb_id":"abcd"}"#, #"{"pdb_id":"1abc; exit"}"#, #"{"pdb_id":"pdb_1abc"}"#, #"{"idle_timeout_s":0}"#, #"{"idle_timeout_s":1e9}"#,
+                     #"{"metadata":[1]}"#, #"{"name":5}"#, #"{"frobnicate":true}"#, "[]", "{"] {
+            let r = try f.call("POST", "/api/sessions", body: body)
+            #expect(r.status == 400 && r.json["code"] as? String == "validation_error", "\(body): \(r.text)")
+        }
+        let upload = try httpRequest(port: f.port, "POST", "/api/sessions", headers: [("Authorization", "Bearer \(f.ann)"),
+                                                                                        ("Content-Type", "multipart/form-data; boundary=x")], body: "--x--\r\n")
+        #expect(upload.status == 415)
+        #expect(try f.call("GET", "/api/sessions").json["total_count"] as? Int == 0)
+        #expect(try f.call("GET", "/api/sessions?status=sleeping").status == 400)
+        #expect(try f.call("GET", "/api/sessions?sort_by=pid").status == 400)
+        #expect(try f.call("GET", "/api/sessions?limit=500").status == 400)
+        #expect(try f.call("POST", "/api/sessions", as: "", body: "{}").status == 401)
+        #expect(try f.call("GET", "/api/sessions/nope").json["code"] as? String == "session_not_found")
+    }
+
+    @Test func anotherUserGets403AndHeartbeatsKeepASessionPastItsIdleTimeout() throws {
+        let f = try SessionFixture(["--idle-timeout", "2"])
+        let s = try f.create()
+        let id = try #require(s["id"] as? String)
+        _ = try f.waitFor(id, status: "ready")
+        #expect(try f.call("GET", "/api/sessions/\(id)", as: f.ben).status == 403)
+        #expect(try f.call("PUT", "/api/sessions/\(id)/heartbeat", as: f.ben).status == 403)
+        #expect(try f.call("DELETE", "/api/sessions/\(id)", as: f.ben).status == 403)
+        #expect(try f.call("GET", "/api/sessions", as: f.ben).json["total_count"] as? Int == 0)
+        // Heartbeats every 0.7 s for 4 s: alive past twice its idle timeout.
+        for _ in 0..<6 {
+            let hb = try f.call(["PUT", "POST"].randomElement()!, "/api/sessions/\(id)/heartbeat")
+            #expect(hb.status == 200 && hb.json["status"] as? String == "ready", "\(hb.text)")
+            usleep(700_000)
+        }
+        #expect(try f.call("GET", "/api/sessions/\(id)").json["status"] as? String == "ready")
+        // Then silence: it ends by idle timeout, and its process is gone.
+        let end = try f.waitFor(id, status: "terminated", timeout: 10)
+        #expect(end["termination_reason"] as? String == "idle_timeout")
+        usleep(300_000)
+        #expect(f.standIns().isEmpty)
+    }
+
+    @Test func theSessionQuotaIsEnforcedWithRateLimitHeaders() throws {
+        let f = try SessionFixture(["--session-quota", "2"])
+        let first = try f.call("POST", "/api/sessions", body: "{}")
+        #expect(first.header("RateLimit-Policy") == #""session_creation";q=2;w=3600"#)
+        #expect(first.header("RateLimit")?.hasPrefix(#""session_creation";r=1;"#) == true)
+        _ = try f.create()
+        let third = try f.call("POST", "/api/sessions", body: "{}")
+        #expect(third.status == 429 && third.json["code"] as? String == "rate_limited" && third.header("Retry-After") != nil)
+        let info = try f.call("GET", "/api/session/info")
+        #expect(((info.json["rate_limits"] as? [String: [String: Any]])?["session_creation"]?["remaining"] as? Int) == 0)
+        #expect((info.json["usage_stats"] as? [String: Int])?["sessions_created"] == 2)
+    }
+
+    @Test func capacityPerUserIs429AndPerHostIs503() throws {
+        let f = try SessionFixture(["--max-sessions-per-user", "2", "--max-sessions", "3"])
+        _ = try f.create()
+        _ = try f.create()
+        let user = try f.call("POST", "/api/sessions", body: "{}")
+        #expect(user.status == 429 && user.json["code"] as? String == "capacity_exhausted")
+        _ = try f.create(as: f.ben)
+        let host = try f.call("POST", "/api/sessions", as: f.ben, body: "{}")
+        #expect(host.status == 503 && host.json["code"] as? String == "capacity_exhausted")
+    }
+
+    @Test func faultModesEndAsTheyShould() throws {
+        let crash = try SessionFixture(environment: ["CHIMERAX_STANDIN_FAULT": "crash-after:0.5"])
+        let c = try #require(try crash.create()["id"] as? String)
+        let crashed = try crash.waitFor(c, status: "failed")
+        #expect(crashed["termination_reason"] as? String == "crashed" && (crashed["exit"] as? [String: Any])?["signal"] as? String == "SIGSEGV")
+
+        let never = try SessionFixture(["--start-timeout", "1"], environment: ["CHIMERAX_STANDIN_FAULT": "never-ready"])
+        let n = try #require(try never.create()["id"] as? String)
+        #expect(try never.waitFor(n, status: "failed")["termination_reason"] as? String == "start_timeout")
+        #expect(never.standIns().isEmpty)
+
+        let stubborn = try SessionFixture(["--stop-grace", "1"], environment: ["CHIMERAX_STANDIN_FAULT": "ignore-sigterm"])
+        let s = try #require(try stubborn.create()["id"] as? String)
+        _ = try stubborn.waitFor(s, status: "ready")
+        let del = try stubborn.call("DELETE", "/api/sessions/\(s)")
+        #expect(del.json["status"] as? String == "terminated" && (del.json["exit"] as? [String: Any])?["signal"] as? String == "SIGKILL")
+        #expect(stubborn.standIns().isEmpty)
+
+        let forker = try SessionFixture(environment: ["CHIMERAX_STANDIN_FAULT": "fork-orphan"])
+        let o = try #require(try forker.create()["id"] as? String)
+        _ = try forker.waitFor(o, status: "ready")
+        usleep(200_000)
+        #expect(forker.standIns().count >= 2, "the stand-in and its setsid child")
+        _ = try forker.call("DELETE", "/api/sessions/\(o)")
+        usleep(300_000)
+        #expect(forker.standIns().isEmpty, "the setsid grandchild outlived the session")
+    }
+
+    @Test func aStoppedDaemonLeavesNoChimeraXAndItsSessionsEndAsSupervisorShutdown() throws {
+        let f = try SessionFixture()
+        let id = try #require(try f.create()["id"] as? String)
+        _ = try f.waitFor(id, status: "ready")
+        #expect(f.daemon.stop() == 0)
+        #expect(f.standIns().isEmpty)
+        f.daemon = try DaemonProcess(["--state-dir", f.state, "--chimerax", standIn])
+        let r = try f.call("GET", "/api/sessions/\(id)")
+        #expect(r.json["status"] as? String == "terminated" && r.json["termination_reason"] as? String == "supervisor_shutdown", "\(r.text)")
+        // After kill -9 too: the next start closes the records of sessions whose processes are gone.
+        let id2 = try #require(try f.create()["id"] as? String)
+        _ = try f.waitFor(id2, status: "ready")
+        kill(f.daemon.pid, SIGKILL)
+        _ = f.daemon.waitForExit()
+        for p in f.standIns() { kill(p, SIGKILL) }
+        f.daemon = try DaemonProcess(["--state-dir", f.state, "--chimerax", standIn])
+        #expect(try f.call("GET", "/api/sessions/\(id2)").json["termination_reason"] as? String == "supervisor_shutdown")
+    }
+
+    @Test func twoHundredSessionsCreatedAndDeletedLeaveNoDescriptorsOrChildrenBehind() throws {
+        let f = try SessionFixture(["--max-sessions-per-user", "8", "--session-quota", "1000"])
+        func fds() -> Int { ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(f.daemon.pid)/fd")) ?? []).count }
+        func children() -> Int { f.standIns().count }
+        // Warm up (threads, pools), then measure.
+        for _ in 0..<5 { _ = try f.call("DELETE", "/api/sessions/\(try #require(try f.create()["id"] as? String))") }
+        let before = fds()
+        for i in 0..<200 {
+            let id = try #require(try f.create()["id"] as? String, "create \(i)")
+            let d = try f.call("DELETE", "/api/sessions/\(id)")
+            #expect(d.status == 200 && d.json["status"] as? String == "terminated", "delete \(i): \(d.text)")
+        }
+        usleep(300_000)
+        let after = fds()
+        print("200 sessions: daemon descriptors \(before) before, \(after) after; stand-ins left \(children())")
+        #expect(after <= before + 2, "descriptors grew from \(before) to \(after)")
+        #expect(children() == 0)
+    }
+}
