@@ -108,6 +108,12 @@ public final class Daemon {
             return 1
         }
         sessions.recoverAfterRestart()
+        state.endSessionsOf.withLock {
+            $0 = { [sessions, state] type, id, reason in
+                sessions.stopAll(ownerType: type, ownerID: id, reason: TerminationReason(rawValue: reason) ?? .admin,
+                                 timeout: Double(state.configuration.stopGrace) + 5)
+            }
+        }
         SessionRoutes(state: state, manager: sessions).register(on: &router)
 
         var sc = ServerConfiguration()

@@ -21,6 +21,15 @@ public final class DaemonState: Sendable {
     private let openAPI = Mutex<[UInt8]>([])
     public let store: Store
     public let identity: IdentityService
+    /// Ends the live ChimeraX sessions of an owner (`user`/`anonymous`, id) for a reason, waiting until they
+    /// have ended; set once the session manager exists.
+    let endSessionsOf = Mutex<(@Sendable (String, String, String) -> Int)?>(nil)
+
+    /// Ends an owner's sessions (logout with end_sessions, user deletion); returns how many.
+    @discardableResult
+    func endSessions(ownerType: String, ownerID: String, reason: String) -> Int {
+        endSessionsOf.withLock { $0 }?(ownerType, ownerID, reason) ?? 0
+    }
 
     init(configuration: Configuration, logger: Logger, shards: Int, store: Store) {
         self.store = store

@@ -11,6 +11,7 @@ struct IdentityRoutes {
 
     func register(on router: inout Router) {
         let access = Access(state: state)
+        let state = self.state
         let identity = state.identity
         let logger = state.logger
         // New anonymous identities per client address: each one is a durable record.
@@ -58,14 +59,15 @@ struct IdentityRoutes {
             "Log out: the current device session is revoked at once.", tags: ["auth"],
             responses: [("204", "logged out"), ("400", "validation_error"), ("401", "unauthorized"), ("403", "csrf_rejected")],
             query: [("end_sessions", "true: the user's ChimeraX sessions end too (reason logout)")])) { req throws(Problem) in
-            _ = try boolQuery(req, "end_sessions")
+            let endSessions = try boolQuery(req, "end_sessions") ?? false
             let (user, device) = try access.user(req)
             do throws(IdentityError) {
                 try identity.revoke(sessionID: device.id, userID: user.id, reason: "logout")
             } catch {
                 throw Problem(error)
             }
-            logger.notice("logout", [("event", "logout"), ("USER_ID", user.id), ("device_session_id", device.id)])
+            let ended = endSessions ? state.endSessions(ownerType: "user", ownerID: user.id, reason: "logout") : 0
+            logger.notice("logout", [("event", "logout"), ("USER_ID", user.id), ("device_session_id", device.id), ("sessions_ended", "\(ended)")])
             var resp = Response(status: 204)
             let (n, v) = access.setCookie(Access.authCookie, "", maxAge: 0)
             resp.headers.add(n, v)
@@ -117,7 +119,7 @@ struct IdentityRoutes {
             query: [("keep_current", "true: keep the session making this request (default false)"),
                     ("end_sessions", "true: the user's ChimeraX sessions end too")])) { req throws(Problem) in
             let keep = try boolQuery(req, "keep_current") ?? false
-            _ = try boolQuery(req, "end_sessions")
+            let endSessions = try boolQuery(req, "end_sessions") ?? false
             let (user, current) = try access.user(req)
             let ended: [DeviceSession]
             do throws(IdentityError) {
@@ -125,6 +127,7 @@ struct IdentityRoutes {
             } catch {
                 throw Problem(error)
             }
+            if endSessions { state.endSessions(ownerType: "user", ownerID: user.id, reason: "logout") }
             logger.notice("all device sessions terminated", [("event", "sessions_terminated_all"), ("USER_ID", user.id),
                                                              ("count", "\(ended.count)"), ("kept_current", "\(keep)")])
             var resp = Response.json(.object([

@@ -187,6 +187,14 @@ final class SessionManager: @unchecked Sendable {
         return record(id)
     }
 
+    /// Stops every live session of an owner for `reason` and waits (bounded); returns how many.
+    func stopAll(ownerType: String, ownerID: String, reason: TerminationReason, timeout: Double) -> Int {
+        let ids = live.withLock { l in l.values.filter { $0.ownerType == ownerType && $0.ownerID == ownerID }.map(\.id) }
+        for id in ids { reactor.execute { [self] in runners[id]?.stop(reason) } }
+        _ = waitUntil(timeout) { self.live.withLock { l in ids.allSatisfy { l[$0] == nil } } }
+        return ids.count
+    }
+
     /// Waits up to `timeout` seconds for the session to leave `starting`.
     func waitReady(_ id: String, timeout: Double) -> SessionRecord? {
         _ = waitUntil(timeout) { self.record(id).map { $0.status != "starting" } ?? true }

@@ -53,7 +53,8 @@ struct UserAdminRoutes {
             let id = req.params["id"] ?? ""
             do throws(IdentityError) {
                 let u = try identity.deleteUser(id: id)
-                logger.notice("user deleted", [("event", "user_deleted"), ("USER_ID", u.id), ("username", u.username)])
+                let ended = state.endSessions(ownerType: "user", ownerID: u.id, reason: "admin")
+                logger.notice("user deleted", [("event", "user_deleted"), ("USER_ID", u.id), ("username", u.username), ("sessions_ended", "\(ended)")])
                 return Response(status: 204)
             } catch {
                 throw Problem(error)

@@ -145,6 +145,32 @@ struct SessionTests {
         #expect((info.json["usage_stats"] as? [String: Int])?["sessions_created"] == 2)
     }
 
+    @Test func logoutWithEndSessionsAndDeletingAUserEndTheirSessions() throws {
+        let f = try SessionFixture()
+        let a = try #require(try f.create()["id"] as? String)
+        let keep = try #require(try f.create(as: f.ben)["id"] as? String)
+        _ = try f.waitFor(a, status: "ready")
+        // Logout without end_sessions leaves the session; with it, the session ends (reason logout).
+        let second = try httpRequest(port: f.port, "POST", "/api/v1/auth/login", body: #"{"username":"ann","password":"ann-password"}"#).json["token"] as! String
+        #expect(try f.call("POST", "/api/v1/auth/logout", as: second).status == 204)
+        #expect(try f.call("GET", "/api/sessions/\(a)").json["status"] as? String == "ready")
+        #expect(try f.call("POST", "/api/v1/auth/logout?end_sessions=true").status == 204)
+        let ended = try httpRequest(port: f.port, "GET", "/api/sessions/\(a)", headers: []).status
+        #expect(ended == 401, "the token is gone with the logout")
+        // Read the record through the Unix socket as a local operator (admin).
+        let rec = try curl(["--unix-socket", f.daemon.socketPath, "http://localhost/api/sessions/\(a)"])
+        #expect(rec.stdout.contains(#""termination_reason":"logout""#), "\(rec.stdout)")
+        // Deleting ben (as the local operator) ends ben's session with reason admin.
+        let users = try curl(["--unix-socket", f.daemon.socketPath, "http://localhost/management/users"])
+        let benID = try #require((try JSONSerialization.jsonObject(with: Data(users.stdout.utf8)) as? [String: Any]).flatMap { ($0["items"] as? [[String: Any]])?.first { $0["username"] as? String == "ben" }?["id"] as? String })
+        let del = try curl(["--unix-socket", f.daemon.socketPath, "-X", "DELETE", "-o", "/dev/null", "-w", "%{http_code}", "http://localhost/management/users/\(benID)"])
+        #expect(del.stdout == "204")
+        let benRec = try curl(["--unix-socket", f.daemon.socketPath, "http://localhost/api/sessions/\(keep)"])
+        #expect(benRec.stdout.contains(#""termination_reason":"admin""#), "\(benRec.stdout)")
+        usleep(200_000)
+        #expect(f.standIns().isEmpty)
+    }
+
     @Test func capacityPerUserIs429AndPerHostIs503() throws {
         let f = try SessionFixture(["--max-sessions-per-user", "2", "--max-sessions", "3"])
         _ = try f.create()
