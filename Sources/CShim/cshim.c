@@ -238,3 +238,7 @@ int cshim_set_limit(pid_t pid, int resource, unsigned long long value) {
     struct rlimit rl = { value, value };
     return prlimit(pid, (__rlimit_resource_t)resource, &rl, NULL);
 }
+
+const void *cshim_memmem(const void *haystack, size_t hlen, const void *needle, size_t nlen) {
+    return memmem(haystack, hlen, needle, nlen);
+}

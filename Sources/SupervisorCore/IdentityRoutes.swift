@@ -284,10 +284,10 @@ extension Router {
     static let workers = DispatchQueue(label: "blocking-handlers", attributes: .concurrent)
 
     /// A synchronous route whose handler may block (durable writes, password hashing).
-    mutating func addBlocking(_ method: HTTPMethod, _ pattern: String, doc: RouteDoc,
+    mutating func addBlocking(_ method: HTTPMethod, _ pattern: String, bodyLimit: Int = 64 * 1024, doc: RouteDoc,
                               _ body: @escaping @Sendable (Request) throws(Problem) -> Response)
     {
-        add(method, pattern, doc: doc) { req, responder in
+        add(method, pattern, bodyLimit: bodyLimit, doc: doc) { req, responder in
             Router.workers.async {
                 do throws(Problem) {
                     responder.send(try body(req))

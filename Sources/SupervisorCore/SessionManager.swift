@@ -29,6 +29,8 @@ final class SessionManager: @unchecked Sendable {
     private var timers: [String: UInt64] = [:]
     /// Sessions whose structure was sent to ChimeraX (once per session).
     private var structureSent: Set<String> = []
+    /// The stored file name of each session's upload (`upload.pdb`…), opened once ready.
+    private var uploadNames: [String: String] = [:]
     /// Live records (authoritative while the session runs; persisted on every change).
     private let live = Mutex<[String: SessionRecord]>([:])
     /// Waiters for a session to leave `starting` or to end.
@@ -47,6 +49,11 @@ final class SessionManager: @unchecked Sendable {
     /// At start: sessions the store says are live have no process any more (a stopped daemon leaves none
     /// running), so they end as `terminated`/`supervisor_shutdown`, and their directories go.
     func recoverAfterRestart() {
+        // Uploads a crash left half-received.
+        let workDir = configuration().workDir
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: workDir)) ?? [] where name.hasPrefix(".incoming-") {
+            unlink(workDir + "/" + name)
+        }
         let t = SessionManager.now()
         let stale = store.state.sessions.values.filter { !$0.isEnded }
         guard !stale.isEmpty else { return }
@@ -78,7 +85,17 @@ final class SessionManager: @unchecked Sendable {
     }
 
     /// Creates and starts a session. Blocks for the durable write: call off the event loops.
-    func create(ownerType: String, ownerID: String, name: String, pdbID: String?, metadataJSON: String, idleTimeout: Int) throws(SessionError) -> SessionRecord {
+    /// An uploaded structure waiting in the work directory, moved into the session directory at creation.
+    struct Upload {
+        let path: String
+        let storedName: String
+        let originalName: String
+        let format: String
+        let size: Int
+    }
+
+    func create(ownerType: String, ownerID: String, name: String, pdbID: String?, upload: Upload? = nil, metadataJSON: String,
+                idleTimeout: Int) throws(SessionError) -> SessionRecord {
         let c = configuration()
         guard let chimerax = c.chimerax else { throw .noChimeraX }
         let ownerKey = StoreState.ownerKey(type: ownerType, id: ownerID)
@@ -91,6 +108,12 @@ final class SessionManager: @unchecked Sendable {
         if let p = pdbID {
             rec.structureSource = "pdb"
             rec.pdbID = p
+        }
+        if let u = upload {
+            rec.structureSource = "upload"
+            rec.structureFilename = u.originalName
+            rec.structureFormat = u.format
+            rec.structureSizeBytes = u.size
         }
         // Capacity, checked and reserved in one step.
         let refusal: SessionError? = live.withLock { l in
@@ -105,6 +128,9 @@ final class SessionManager: @unchecked Sendable {
         do {
             for d in [c.workDir, dir, dir + "/home", dir + "/start", dir + "/tmp"] {
                 if mkdir(d, 0o700) != 0 && errno != EEXIST { throw SessionError.spawn("cannot create \(d): \(String(cString: strerror(errno)))") }
+            }
+            if let u = upload, rename(u.path, dir + "/" + u.storedName) != 0 {
+                throw SessionError.spawn("cannot move the upload into place: \(String(cString: strerror(errno)))")
             }
             try store.write([.putSession(rec)])
         } catch let e as SessionError {
@@ -138,7 +164,9 @@ final class SessionManager: @unchecked Sendable {
         let runner = SessionRunner(id: id, process: process, startTimeout: Double(c.startTimeout), stopGrace: Double(c.stopGrace), reactor: reactor)
         runner.onStatus = { [weak self] s in self?.statusChanged(id, s) }
         runner.onEnded = { [weak self] s, r, e, tail, survivors in self?.ended(id, s, r, e, tail, survivors) }
+        let stored = upload?.storedName
         reactor.execute { [self] in
+            if let stored { uploadNames[id] = stored }
             runners[id] = runner
             runner.start()
             armExpiry(id)
@@ -251,9 +279,14 @@ final class SessionManager: @unchecked Sendable {
         }
         if let rec { store.write([.putSession(rec)]) { _ in } }
         signalChange()
-        if s == .ready, let rec, let pdb = rec.pdbID, !structureSent.contains(id), let port = runners[id]?.port {
-            structureSent.insert(id)
-            openStructure(id, command: "open \(pdb)", port: port)
+        if s == .ready, let rec, !structureSent.contains(id), let port = runners[id]?.port {
+            if let pdb = rec.pdbID {
+                structureSent.insert(id)
+                openStructure(id, command: "open \(pdb)", port: port)
+            } else if rec.structureSource == "upload", let stored = uploadNames[id] {
+                structureSent.insert(id)
+                openStructure(id, command: "open \(stored)", port: port)
+            }
         }
     }
 
@@ -269,7 +302,7 @@ final class SessionManager: @unchecked Sendable {
             let error = (body?["error"] as? [String: Any])?["message"] as? String ?? (reply == nil ? "ChimeraX did not answer" : nil)
             _ = update(id) { r in
                 // ChimeraX fetches PDB ids as mmCIF.
-                r.structureFormat = error == nil ? "mmcif" : nil
+                if r.structureSource == "pdb" { r.structureFormat = error == nil ? "mmcif" : nil }
             }
             let t = SessionManager.now()
             let order = (store.read { $0.transcripts[id]?.count } ?? 0) + 1
@@ -286,6 +319,7 @@ final class SessionManager: @unchecked Sendable {
         timers[id] = nil
         runners[id] = nil
         structureSent.remove(id)
+        uploadNames[id] = nil
         guard var rec = live.withLock({ $0[id] }) else { return }
         rec.status = s.rawValue
         rec.terminationReason = reason.rawValue

@@ -41,16 +41,57 @@ struct SessionRoutes {
             throw Problem(403, "forbidden", "This session belongs to someone else.")
         }
 
-        router.addBlocking(.POST, "/api/sessions", doc: RouteDoc(
-            "Start a ChimeraX session (JSON: name, pdb_id, metadata, idle_timeout_s).", tags: ["sessions"],
+        let uploadLimit = state.configuration.uploadMaxBytes
+        router.addBlocking(.POST, "/api/sessions", bodyLimit: uploadLimit + (1 << 20), doc: RouteDoc(
+            "Start a ChimeraX session: JSON {name, pdb_id, metadata, idle_timeout_s}, or multipart/form-data with a file part "
+                + "`structure` and the same fields.", tags: ["sessions"],
             responses: [("201", "the session, with Location"), ("400", "validation_error"), ("401", "unauthorized"), ("403", "forbidden or csrf_rejected"),
-                        ("415", "unsupported_format"), ("429", "capacity_exhausted (per user) or rate_limited"),
+                        ("413", "payload_too_large"), ("415", "unsupported_format"), ("429", "capacity_exhausted (per user) or rate_limited"),
                         ("503", "capacity_exhausted (host), storage_unavailable or service_unavailable")])) { req throws(Problem) in
             let (type, id, caller) = try owner(req)
-            if let ct = req.headers["Content-Type"]?.lowercased(), ct.hasPrefix("multipart/") {
-                throw Problem(415, "unsupported_format", "Structure uploads (multipart/form-data) are not served by this version; send JSON with pdb_id.")
+            let c = state.configuration
+            let body: JSON
+            var upload: SessionManager.Upload?
+            let contentType = req.headers["Content-Type"] ?? ""
+            if contentType.lowercased().hasPrefix("multipart/") {
+                guard let boundary = Multipart.boundary(of: contentType) else {
+                    throw Problem(415, "unsupported_format", "Send multipart/form-data with a boundary, or application/json.")
+                }
+                var fields: [(String, JSON)] = []
+                do throws(Problem) {
+                    try Multipart.parse(req.body, boundary: boundary) { part throws(Problem) in
+                        if part.name == "structure" {
+                            guard upload == nil else { throw Problem.validation(field: "structure", "only one structure per session") }
+                            upload = try SessionRoutes.storeUpload(part, workDir: c.workDir, limit: c.uploadMaxBytes)
+                        } else if ["name", "pdb_id", "metadata", "idle_timeout_s"].contains(part.name) {
+                            guard part.data.count <= 64 << 10 else { throw Problem.validation(field: part.name, "at most 64 KiB") }
+                            let text = String(decoding: part.data, as: UTF8.self)
+                            switch part.name {
+                            case "metadata": fields.append((part.name, (try? JSON.parse(Array(text.utf8))) ?? .string(text)))
+                            case "idle_timeout_s": fields.append((part.name, Int(text).map { .int($0) } ?? .string(text)))
+                            default: fields.append((part.name, .string(text)))
+                            }
+                        } else {
+                            throw Problem.validation(field: part.name, "unknown field")
+                        }
+                    }
+                } catch {
+                    if let u = upload { unlink(u.path) }
+                    throw error
+                }
+                body = .object(fields)
+            } else {
+                body = try req.jsonObject(limit: 64 << 10)
             }
-            let body = try req.jsonObject(limit: 64 << 10)
+            do throws(Problem) {
+                return try createSession(req, body: body, upload: upload, type: type, id: id, caller: caller)
+            } catch {
+                if let u = upload { unlink(u.path) }
+                throw error
+            }
+        }
+
+        @Sendable func createSession(_ req: Request, body: JSON, upload: SessionManager.Upload?, type: String, id: String, caller: Caller) throws(Problem) -> Response {
             let c = state.configuration
             var errors: [Problem.FieldError] = []
             var name = ""
@@ -75,6 +116,7 @@ struct SessionRoutes {
             }
             let known: Set<String> = ["name", "pdb_id", "metadata", "idle_timeout_s"]
             if case .object(let members) = body { for (k, _) in members where !known.contains(k) { errors.append(.init(field: k, message: "unknown field")) } }
+            if pdb != nil && upload != nil { errors.append(.init(field: "pdb_id", message: "either pdb_id or a structure upload, not both")) }
             if !errors.isEmpty { throw Problem.validation(errors) }
             guard let key = caller.identityKey else { throw Problem(401, "unauthorized", "No identity.") }
             let quota = state.identity.sessionQuota.consume(key, now: state.identity.now)
@@ -84,7 +126,7 @@ struct SessionRoutes {
             }
             let rec: SessionRecord
             do throws(SessionError) {
-                rec = try manager.create(ownerType: type, ownerID: id, name: name, pdbID: pdb, metadataJSON: metadata, idleTimeout: idle)
+                rec = try manager.create(ownerType: type, ownerID: id, name: name, pdbID: pdb, upload: upload, metadataJSON: metadata, idleTimeout: idle)
             } catch {
                 switch error {
                 case .capacityUser(let n): throw Problem(429, "capacity_exhausted", "You have \(n) sessions running, the most allowed; end one first.", headers: [("Retry-After", "30")])
@@ -96,6 +138,7 @@ struct SessionRoutes {
             }
             if case .browser(var a) = caller {
                 a.sessionsCreated += 1
+                if upload != nil { a.uploads += 1 }
                 state.store.write([.putAnonymousSession(a)]) { _ in }
             }
             var resp = Response.json(sessionJSON(rec, c), status: 201)
@@ -219,6 +262,43 @@ struct SessionRoutes {
                                               ("expires_at", .string(rfc3339(t.expiresAt)))]))
             }
         }
+    }
+}
+
+extension SessionRoutes {
+    /// Checks an uploaded structure by name and content and writes it next to the session directories
+    /// (moved into the session's own at creation). `413` over the limit, `415` when name or content is not a
+    /// structure ChimeraX opens.
+    static func storeUpload(_ part: Multipart.Part, workDir: String, limit: Int) throws(Problem) -> SessionManager.Upload {
+        guard part.data.count <= limit else {
+            throw Problem(413, "payload_too_large", "The structure is larger than \(limit) bytes, the upload limit.")
+        }
+        let original = String((part.filename ?? "").split(separator: "/").last ?? "").split(separator: "\\").last.map(String.init) ?? ""
+        guard let (format, gz) = StructureRules.format(ofFilename: original) else {
+            throw Problem(415, "unsupported_format", "The file name must end in a structure format ChimeraX opens (.pdb .ent .pqr .cif .mmcif .mmtf .mol2 .sdf .mol .gro .pdbqt .cxs).")
+        }
+        guard !part.data.isEmpty, StructureRules.contentMatches(Array(part.data.prefix(64 << 10)), format: format, gzipped: gz) else {
+            throw Problem(415, "unsupported_format", "The content is not a \(format.rawValue) file.")
+        }
+        mkdir(workDir, 0o700)
+        let path = workDir + "/.incoming-" + IdentityService.newUUID()
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw Problem(503, "service_unavailable", "The upload could not be stored.") }
+        var off = 0
+        while off < part.data.count {
+            let n = write(fd, part.data.baseAddress! + off, part.data.count - off)
+            if n <= 0 {
+                if n < 0 && errno == EINTR { continue }
+                close(fd)
+                unlink(path)
+                throw Problem(503, "storage_unavailable", "The upload could not be stored (disk full?).")
+            }
+            off += n
+        }
+        close(fd)
+        let safeName = String(original.unicodeScalars.filter { $0.value >= 0x20 && $0.value != 0x7F }.prefix(255).map(Character.init))
+        return SessionManager.Upload(path: path, storedName: StructureRules.storedName(for: format, gzipped: gz), originalName: safeName,
+                                     format: format.rawValue, size: part.data.count)
     }
 }
 

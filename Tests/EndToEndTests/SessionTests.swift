@@ -91,6 +91,41 @@ struct SessionTests {
         #expect(!FileManager.default.fileExists(atPath: f.state + "/sessions/\(id)"), "the session directory is removed")
     }
 
+    @Test func uploadsAreCheckedByNameAndContentSizeLimitedAndOpened() throws {
+        let f = try SessionFixture(["--upload-max-bytes", "4096"])
+        let dir = DaemonProcess.makeTempDirectory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let pdb = "HEADER    TEST\nATOM      1  N   THR A   1      17.047  14.099   3.625  1.00 13.79           N\nEND\n"
+        try pdb.write(toFile: dir + "/crambin.pdb", atomically: true, encoding: .utf8)
+        try "data_1ABC\n_entry.id 1ABC\n".write(toFile: dir + "/fake.pdb", atomically: true, encoding: .utf8)
+        try "print('hi')\n".write(toFile: dir + "/evil.py", atomically: true, encoding: .utf8)
+        try String(repeating: "ATOM  \n", count: 1000).write(toFile: dir + "/big.pdb", atomically: true, encoding: .utf8)
+        func upload(_ file: String, extra: [String] = []) throws -> (Int, [String: Any]) {
+            let r = try curl(["-H", "Authorization: Bearer \(f.ann)", "-F", "structure=@\(dir)/\(file)", "-F", "name=up"] + extra
+                             + ["-w", "\n%{http_code}", "http://127.0.0.1:\(f.port)/api/sessions"])
+            let lines = r.stdout.split(separator: "\n")
+            let body = (try? JSONSerialization.jsonObject(with: Data(lines.dropLast().joined(separator: "\n").utf8))) as? [String: Any] ?? [:]
+            return (Int(lines.last ?? "") ?? 0, body)
+        }
+        let (status, ok) = try upload("crambin.pdb")
+        #expect(status == 201, "\(ok)")
+        let s = try #require(ok["structure"] as? [String: Any])
+        #expect(s["source"] as? String == "upload" && s["filename"] as? String == "crambin.pdb" && s["format"] as? String == "pdb")
+        #expect(s["size_bytes"] as? Int == pdb.utf8.count)
+        let id = try #require(ok["id"] as? String)
+        _ = try f.waitFor(id, status: "ready")
+        #expect(FileManager.default.fileExists(atPath: f.state + "/sessions/\(id)/upload.pdb"), "stored under a generated name")
+        #expect(try upload("fake.pdb").0 == 415)
+        #expect(try upload("evil.py").0 == 415)
+        #expect(try upload("big.pdb").0 == 413)
+        #expect(try upload("crambin.pdb", extra: ["-F", "pdb_id=1abc"]).0 == 400)
+        #expect(try upload("crambin.pdb", extra: ["-F", "shell=1"]).0 == 400)
+        // Nothing of the refused uploads stays behind.
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: f.state + "/sessions").filter { $0.hasPrefix(".incoming") }
+        #expect(leftovers.isEmpty)
+        #expect(try f.call("GET", "/api/sessions").json["total_count"] as? Int == 1)
+    }
+
     @Test func badInputIsRefusedAndChangesNothing() throws {
         let f = try SessionFixture()
         for body in [#"{"pdb_id":"abcd"}"#, #"{"pdb_id":"1abc; exit"}"#, #"{"pdb_id":"pdb_1abc"}"#, #"{"idle_timeout_s":0}"#, #"{"idle_timeout_s":1e9}"#,
@@ -99,8 +134,11 @@ struct SessionTests {
             #expect(r.status == 400 && r.json["code"] as? String == "validation_error", "\(body): \(r.text)")
         }
         let upload = try httpRequest(port: f.port, "POST", "/api/sessions", headers: [("Authorization", "Bearer \(f.ann)"),
-                                                                                        ("Content-Type", "multipart/form-data; boundary=x")], body: "--x--\r\n")
-        #expect(upload.status == 415)
+                                                                                        ("Content-Type", "multipart/form-data; boundary=x")], body: "not multipart at all")
+        #expect(upload.status == 400 && upload.json["code"] as? String == "validation_error")
+        let noBoundary = try httpRequest(port: f.port, "POST", "/api/sessions", headers: [("Authorization", "Bearer \(f.ann)"),
+                                                                                            ("Content-Type", "multipart/form-data")], body: "x")
+        #expect(noBoundary.status == 415)
         #expect(try f.call("GET", "/api/sessions").json["total_count"] as? Int == 0)
         #expect(try f.call("GET", "/api/sessions?status=sleeping").status == 400)
         #expect(try f.call("GET", "/api/sessions?sort_by=pid").status == 400)

@@ -76,4 +76,7 @@ int cshim_pipe(int fds[2], int nonblock_read);
 /// prlimit(2) on another process: soft and hard limit both `value`. Returns 0 or -1.
 int cshim_set_limit(pid_t pid, int resource, unsigned long long value);
 
+/// memmem(3), which the Glibc module hides (a GNU extension).
+const void *cshim_memmem(const void *haystack, size_t hlen, const void *needle, size_t nlen);
+
 #endif
