@@ -86,9 +86,9 @@ public final class ChimeraXProcess: @unchecked Sendable {
 
     /// Starts draining output and watching for the exit. Reactor thread.
     public func attach() {
-        reactor.watch(stdoutFD) { [unowned self] in drain(stderr: false) }
-        reactor.watch(stderrFD) { [unowned self] in drain(stderr: true) }
-        reactor.watch(pidfd) { [unowned self] in reap() }
+        reactor.watch(stdoutFD) { [weak self] in self?.drain(stderr: false) }
+        reactor.watch(stderrFD) { [weak self] in self?.drain(stderr: true) }
+        reactor.watch(pidfd) { [weak self] in self?.reap() }
     }
 
     private func drain(stderr isErr: Bool) {

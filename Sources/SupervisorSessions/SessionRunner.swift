@@ -11,6 +11,7 @@ public final class SessionRunner: @unchecked Sendable {
     public private(set) var lifecycle: SessionLifecycle
     private let reactor: Reactor
     private var deadlineTimer: UInt64?
+    private var keepAlive: SessionRunner?
     private static let probes = DispatchQueue(label: "rest-probes", attributes: .concurrent)
 
     public var onStatus: ((SessionStatus) -> Void)?
@@ -31,13 +32,17 @@ public final class SessionRunner: @unchecked Sendable {
 
     /// Reactor thread.
     public func start() {
-        process.onLine = { [unowned self] line, isErr in
+        // The runner keeps itself alive until the end is reported: timers and callbacks may still be due.
+        keepAlive = self
+        process.onLine = { [weak self] line, isErr in
+            guard let self else { return }
             onLine?(line, isErr)
             if !isErr, lifecycle.status == .starting, lifecycle.port == nil, let p = process.stdout.port {
                 perform(lifecycle.handle(.portAnnounced(port: p, at: Reactor.now())))
             }
         }
-        process.onExit = { [unowned self] e in
+        process.onExit = { [weak self] e in
+            guard let self else { return }
             // OOM: the kernel's SIGKILL while the memory limit was reached is reported by the accounting
             // backend; with rlimits, an allocation failure ends the process in its own way.
             perform(lifecycle.handle(.exited(e, oomKilled: false, at: Reactor.now())))
@@ -59,7 +64,8 @@ public final class SessionRunner: @unchecked Sendable {
         if let t = deadlineTimer { reactor.cancel(t) }
         deadlineTimer = nil
         guard let at = lifecycle.nextDeadline, at.isFinite else { return }
-        deadlineTimer = reactor.schedule(at: at) { [unowned self] in
+        deadlineTimer = reactor.schedule(at: at) { [weak self] in
+            guard let self else { return }
             deadlineTimer = nil
             perform(lifecycle.handle(.tick(at: Reactor.now())))
         }
@@ -69,11 +75,15 @@ public final class SessionRunner: @unchecked Sendable {
         for a in actions {
             switch a {
             case .probe(let port, let at):
-                reactor.schedule(at: at) { [unowned self] in
+                reactor.schedule(at: at) { [weak self] in
+                    guard let self else { return }
                     let r = reactor
                     SessionRunner.probes.async {
                         let ok = RESTClient.get(port: port, path: "/cmdline.html", timeout: 2)?.status == 200
-                        r.execute { [self] in perform(lifecycle.handle(ok ? .probeSucceeded(at: Reactor.now()) : .probeFailed(at: Reactor.now()))) }
+                        r.execute { [weak self] in
+                            guard let self else { return }
+                            perform(lifecycle.handle(ok ? .probeSucceeded(at: Reactor.now()) : .probeFailed(at: Reactor.now())))
+                        }
                     }
                 }
             case .terminate:
@@ -87,10 +97,12 @@ public final class SessionRunner: @unchecked Sendable {
                 // The main process is gone; nothing it started may outlive it. SIGKILL takes a moment to land:
                 // look for survivors shortly after.
                 process.signalAll(SIGKILL)
-                reactor.schedule(at: Reactor.now() + 0.05) { [unowned self] in
+                reactor.schedule(at: Reactor.now() + 0.05) { [weak self] in
+                    guard let self else { return }
                     let survivors = process.liveDescendants().filter { isAlive($0) }
                     for p in survivors { kill(p, SIGKILL) }
                     onEnded?(status, reason, exit, process.stderr.tail, survivors)
+                    keepAlive = nil
                 }
             }
         }
