@@ -11,7 +11,10 @@ public final class Reactor: @unchecked Sendable {
     private let epfd: Int32
     private let wakeFD: Int32
     private var handlers: [Int32: () -> Void] = [:]
-    private var timers: [(at: Double, id: UInt64, body: () -> Void)] = []
+    /// Timers: a binary min-heap on time; cancelling only forgets the body (the entry is skipped when due),
+    /// so arming and cancelling are O(log n) and nothing scans every session.
+    private var heap: [(at: Double, id: UInt64)] = []
+    private var bodies: [UInt64: () -> Void] = [:]
     private var nextTimer: UInt64 = 0
     private let tasks = Mutex<[@Sendable () -> Void]>([])
     private let threadID = Atomic<Int32>(0)
@@ -66,11 +69,39 @@ public final class Reactor: @unchecked Sendable {
     @discardableResult
     public func schedule(at: Double, _ body: @escaping () -> Void) -> UInt64 {
         nextTimer += 1
-        timers.append((at, nextTimer, body))
+        bodies[nextTimer] = body
+        heap.append((at, nextTimer))
+        var i = heap.count - 1
+        while i > 0 {
+            let p = (i - 1) / 2
+            if heap[p].at <= heap[i].at { break }
+            heap.swapAt(p, i)
+            i = p
+        }
         return nextTimer
     }
 
-    public func cancel(_ id: UInt64) { timers.removeAll { $0.id == id } }
+    public func cancel(_ id: UInt64) { bodies[id] = nil }
+
+    /// Timers waiting (cancelled ones not yet popped included); for tests.
+    var pendingTimers: Int { bodies.count }
+
+    private func popTimer() -> (at: Double, id: UInt64)? {
+        guard let top = heap.first else { return nil }
+        heap.swapAt(0, heap.count - 1)
+        heap.removeLast()
+        var i = 0
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var m = i
+            if l < heap.count && heap[l].at < heap[m].at { m = l }
+            if r < heap.count && heap[r].at < heap[m].at { m = r }
+            if m == i { break }
+            heap.swapAt(i, m)
+            i = m
+        }
+        return top
+    }
 
     public func stop() {
         stopped.store(true, ordering: .relaxed)
@@ -82,8 +113,10 @@ public final class Reactor: @unchecked Sendable {
         var events = [UInt32](repeating: 0, count: 64)
         var data = [UInt64](repeating: 0, count: 64)
         while !stopped.load(ordering: .relaxed) {
+            // Cancelled timers at the top are dropped before computing the wait.
+            while let top = heap.first, bodies[top.id] == nil { _ = popTimer() }
             var timeout: Int32 = -1
-            if let first = timers.min(by: { $0.at < $1.at }) {
+            if let first = heap.first {
                 timeout = Int32(max(0, min(60_000, (first.at - Reactor.now()) * 1000 + 1)))
             }
             let n = cshim_epoll_wait(epfd, &events, &data, 64, timeout)
@@ -105,11 +138,9 @@ public final class Reactor: @unchecked Sendable {
             }
             for t in queued { t() }
             let now = Reactor.now()
-            let due = timers.filter { $0.at <= now }.sorted { $0.at < $1.at }
-            if !due.isEmpty {
-                let ids = Set(due.map(\.id))
-                timers.removeAll { ids.contains($0.id) }
-                for d in due { d.body() }
+            while let top = heap.first, top.at <= now {
+                _ = popTimer()
+                if let body = bodies.removeValue(forKey: top.id) { body() }
             }
         }
     }
