@@ -108,6 +108,7 @@ public final class Daemon {
             return 1
         }
         sessions.recoverAfterRestart()
+        state.extraMetrics.withLock { $0 = { [sessions] in sessions.renderMetrics() } }
         state.endSessionsOf.withLock {
             $0 = { [sessions, state] type, id, reason in
                 sessions.stopAll(ownerType: type, ownerID: id, reason: TerminationReason(rawValue: reason) ?? .admin,

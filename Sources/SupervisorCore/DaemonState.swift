@@ -24,6 +24,8 @@ public final class DaemonState: Sendable {
     /// Ends the live ChimeraX sessions of an owner (`user`/`anonymous`, id) for a reason, waiting until they
     /// have ended; set once the session manager exists.
     let endSessionsOf = Mutex<(@Sendable (String, String, String) -> Int)?>(nil)
+    /// More Prometheus text (the sessions), set once the session manager exists.
+    let extraMetrics = Mutex<(@Sendable () -> String)?>(nil)
 
     /// Ends an owner's sessions (logout with end_sessions, user deletion); returns how many.
     @discardableResult
@@ -126,6 +128,7 @@ public final class DaemonState: Sendable {
         out += "chimerax_supervisor_uptime_seconds \(Int(Date().timeIntervalSince(startedAt)))\n"
         out += "# HELP chimerax_supervisor_build_info Version of the daemon.\n# TYPE chimerax_supervisor_build_info gauge\n"
         out += "chimerax_supervisor_build_info{version=\"\(DaemonState.version)\"} 1\n"
+        if let extra = extraMetrics.withLock({ $0 }) { out += extra() }
         let st = store.statistics
         out += "# HELP chimerax_supervisor_store_healthy 1 while the state store takes durable writes.\n# TYPE chimerax_supervisor_store_healthy gauge\n"
         out += "chimerax_supervisor_store_healthy \(st.healthy ? 1 : 0)\n"

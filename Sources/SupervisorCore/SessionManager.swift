@@ -1,3 +1,4 @@
+import CShim
 import Foundation
 import Glibc
 import HTTPServer
@@ -35,6 +36,21 @@ final class SessionManager: @unchecked Sendable {
     private let live = Mutex<[String: SessionRecord]>([:])
     /// Waiters for a session to leave `starting` or to end.
     private let changed = NSCondition()
+    /// Usage sampled over each live session's process tree.
+    private let usage = Mutex<[String: TreeUsage]>([:])
+    /// For /metrics.
+    let counters = Mutex<Counters>(Counters())
+
+    struct Counters {
+        var heartbeats = 0
+        var created = 0
+        var terminations: [String: Int] = [:]
+        /// Create-to-ready seconds, bucketed.
+        var spawnBuckets: [Double: Int] = [:]
+        var spawnCount = 0
+        var spawnSum = 0.0
+        static let bounds: [Double] = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
+    }
 
     init(store: Store, logger: Logger, configuration: @escaping @Sendable () -> Configuration) throws {
         self.store = store
@@ -42,6 +58,39 @@ final class SessionManager: @unchecked Sendable {
         self.configuration = configuration
         reactor = try Reactor()
         reactor.start(name: "supervision")
+        reactor.execute { [self] in scheduleSample() }
+    }
+
+    /// Every 5 s: usage of every live session's process tree; the peak and CPU go into the record.
+    private func scheduleSample() {
+        reactor.schedule(at: Reactor.now() + 5) { [weak self] in
+            guard let self else { return }
+            let ids = live.withLock { l in l.compactMap { k, v in v.pid.map { (k, pid_t($0)) } } }
+            DispatchQueue.global().async { [self] in
+                for (id, pid) in ids { _ = sample(id, pid: pid) }
+                reactor.execute { [self] in scheduleSample() }
+            }
+        }
+    }
+
+    /// Fresh usage of a live session's process tree (also recorded: peak memory, CPU seconds).
+    @discardableResult
+    func sample(_ id: String, pid: pid_t) -> TreeUsage {
+        let u = ProcessTree.usage(of: ProcessTree.members(of: pid))
+        usage.withLock { $0[id] = u }
+        live.withLock { l in
+            guard var r = l[id] else { return }
+            r.cpuSeconds = max(r.cpuSeconds, u.cpuSeconds)
+            r.memoryPeakBytes = max(r.memoryPeakBytes, u.rssBytes)
+            l[id] = r
+        }
+        return u
+    }
+
+    /// Usage for the API: fresh for a live session, the last sample otherwise.
+    func currentUsage(_ r: SessionRecord) -> TreeUsage? {
+        if let pid = r.pid, live.withLock({ $0[r.id] }) != nil { return sample(r.id, pid: pid_t(pid)) }
+        return nil
     }
 
     static func now() -> Int64 { IdentityService.wallClock() }
@@ -160,6 +209,10 @@ final class SessionManager: @unchecked Sendable {
             throw .spawn("\(error)")
         }
         rec.pid = Int(process.pid)
+        // The process backend's limits: no core files in the session directory, and the address space
+        // bounded by --memory-max (stricter than resident memory; the cgroup backends bound RSS instead).
+        _ = cshim_set_limit(process.pid, Int32(RLIMIT_CORE.rawValue), 0)
+        _ = cshim_set_limit(process.pid, Int32(RLIMIT_AS.rawValue), UInt64(c.memoryMax))
         live.withLock { $0[id] = rec }
         let runner = SessionRunner(id: id, process: process, startTimeout: Double(c.startTimeout), stopGrace: Double(c.stopGrace), reactor: reactor)
         runner.onStatus = { [weak self] s in self?.statusChanged(id, s) }
@@ -171,12 +224,14 @@ final class SessionManager: @unchecked Sendable {
             runner.start()
             armExpiry(id)
         }
+        counters.withLock { $0.created += 1 }
         logger.notice("session starting", [("SESSION_ID", id), ("owner", ownerKey), ("pid", "\(process.pid)")])
         return rec
     }
 
     /// Moves `last_activity` and `expires_at` (heartbeats, commands, updates). Nil if the session has ended.
     func touch(_ id: String) -> SessionRecord? {
+        counters.withLock { $0.heartbeats += 1 }
         let t = SessionManager.now()
         let updated: SessionRecord? = live.withLock { l in
             guard var r = l[id] else { return nil }
@@ -273,7 +328,16 @@ final class SessionManager: @unchecked Sendable {
         let rec: SessionRecord? = live.withLock { l in
             guard var r = l[id] else { return nil }
             r.status = s.rawValue
-            if s == .ready && r.readyAt == nil { r.readyAt = SessionManager.now() }
+            if s == .ready && r.readyAt == nil {
+                let t = SessionManager.now()
+                r.readyAt = t
+                let secs = Double(t - r.createdAt) / 1000
+                counters.withLock { c in
+                    c.spawnCount += 1
+                    c.spawnSum += secs
+                    for b in Counters.bounds where secs <= b { c.spawnBuckets[b, default: 0] += 1 }
+                }
+            }
             l[id] = r
             return r
         }
@@ -327,6 +391,11 @@ final class SessionManager: @unchecked Sendable {
         rec.exitCode = exit?.code.map(Int.init)
         rec.exitSignal = exit?.signalName
         rec.pid = nil
+        if let u = usage.withLock({ $0.removeValue(forKey: id) }) {
+            rec.cpuSeconds = max(rec.cpuSeconds, u.cpuSeconds)
+            rec.memoryPeakBytes = max(rec.memoryPeakBytes, u.rssBytes)
+        }
+        counters.withLock { $0.terminations[reason.rawValue, default: 0] += 1 }
         if !survivors.isEmpty {
             logger.error("processes of an ended session survived SIGKILL", [("SESSION_ID", id), ("pids", survivors.map(String.init).joined(separator: ","))])
         }
@@ -349,5 +418,40 @@ final class SessionManager: @unchecked Sendable {
     private func removeDirectory(_ dir: String) {
         guard !dir.isEmpty, dir.hasPrefix(configuration().workDir + "/") else { return }
         try? FileManager.default.removeItem(atPath: dir)
+    }
+}
+
+extension SessionManager {
+    /// Prometheus text for the sessions (API.md §6).
+    func renderMetrics() -> String {
+        var out = ""
+        let byStatus = store.read { s in SessionStatus.allCases.map { ($0.rawValue, s.sessionIDsByStatus[$0.rawValue]?.count ?? 0) } }
+        let liveRecs = live.withLock { Array($0.values) }
+        out += "# HELP chimerax_supervisor_sessions Sessions by status (live ones from memory, ended ones from the store).\n# TYPE chimerax_supervisor_sessions gauge\n"
+        for (status, stored) in byStatus {
+            let n = SessionStatus(rawValue: status)!.isEnded ? stored : liveRecs.filter { $0.status == status }.count
+            out += "chimerax_supervisor_sessions{status=\"\(status)\"} \(n)\n"
+        }
+        let c = counters.withLock { $0 }
+        out += "# HELP chimerax_supervisor_sessions_created_total Sessions started.\n# TYPE chimerax_supervisor_sessions_created_total counter\n"
+        out += "chimerax_supervisor_sessions_created_total \(c.created)\n"
+        out += "# HELP chimerax_supervisor_heartbeats_total Heartbeats received.\n# TYPE chimerax_supervisor_heartbeats_total counter\n"
+        out += "chimerax_supervisor_heartbeats_total \(c.heartbeats)\n"
+        out += "# HELP chimerax_supervisor_session_terminations_total Sessions ended, by reason.\n# TYPE chimerax_supervisor_session_terminations_total counter\n"
+        for r in TerminationReason.allCases {
+            out += "chimerax_supervisor_session_terminations_total{reason=\"\(r.rawValue)\"} \(c.terminations[r.rawValue] ?? 0)\n"
+        }
+        out += "# HELP chimerax_supervisor_spawn_seconds From create to ready.\n# TYPE chimerax_supervisor_spawn_seconds histogram\n"
+        for b in Counters.bounds {
+            out += "chimerax_supervisor_spawn_seconds_bucket{le=\"\(b)\"} \(c.spawnBuckets[b] ?? 0)\n"
+        }
+        out += "chimerax_supervisor_spawn_seconds_bucket{le=\"+Inf\"} \(c.spawnCount)\n"
+        out += "chimerax_supervisor_spawn_seconds_sum \(c.spawnSum)\nchimerax_supervisor_spawn_seconds_count \(c.spawnCount)\n"
+        let samples = usage.withLock { $0 }
+        out += "# HELP chimerax_supervisor_session_cpu_seconds CPU of a session's process tree.\n# TYPE chimerax_supervisor_session_cpu_seconds gauge\n"
+        for (id, u) in samples.sorted(by: { $0.key < $1.key }) { out += "chimerax_supervisor_session_cpu_seconds{session_id=\"\(id)\"} \(u.cpuSeconds)\n" }
+        out += "# HELP chimerax_supervisor_session_memory_bytes Resident memory of a session's process tree.\n# TYPE chimerax_supervisor_session_memory_bytes gauge\n"
+        for (id, u) in samples.sorted(by: { $0.key < $1.key }) { out += "chimerax_supervisor_session_memory_bytes{session_id=\"\(id)\"} \(u.rssBytes)\n" }
+        return out
     }
 }

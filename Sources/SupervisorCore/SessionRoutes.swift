@@ -141,7 +141,7 @@ struct SessionRoutes {
                 if upload != nil { a.uploads += 1 }
                 state.store.write([.putAnonymousSession(a)]) { _ in }
             }
-            var resp = Response.json(sessionJSON(rec, c), status: 201)
+            var resp = Response.json(sessionJSON(rec, c, usage: manager.currentUsage(rec)), status: 201)
             resp.headers.add("Location", "/api/sessions/\(rec.id)")
             for (n, v) in rateHeaders { resp.headers.add(n, v) }
             return resp
@@ -161,7 +161,7 @@ struct SessionRoutes {
                 }
                 rec = manager.waitReady(rec.id, timeout: timeout) ?? rec
             }
-            return Response.json(sessionJSON(rec, state.configuration))
+            return Response.json(sessionJSON(rec, state.configuration, usage: manager.currentUsage(rec)))
         }
 
         router.add(.GET, "/api/sessions", doc: RouteDoc(
@@ -314,9 +314,8 @@ extension JSON {
 }
 
 /// The session as API.md §4 shows it.
-func sessionJSON(_ r: SessionRecord, _ c: Configuration) -> JSON {
+func sessionJSON(_ r: SessionRecord, _ c: Configuration, usage: TreeUsage? = nil) -> JSON {
     func ts(_ v: Int64?) -> JSON { v.map { .string(rfc3339($0)) } ?? .null }
-    let usage = r.pid.flatMap { ProcessUsage.read(pid: pid_t($0)) }
     var structure: JSON = .null
     if let src = r.structureSource {
         structure = .object([("source", .string(src)), ("pdb_id", r.pdbID.map { .string($0) } ?? .null),
@@ -332,35 +331,10 @@ func sessionJSON(_ r: SessionRecord, _ c: Configuration) -> JSON {
         ("expires_at", ts(r.isEnded ? nil : r.expiresAt)), ("ended_at", ts(r.endedAt)), ("idle_timeout_s", .int(r.idleTimeoutSeconds)),
         ("termination_reason", r.terminationReason.map { .string($0) } ?? .null), ("exit", exit), ("structure", structure),
         ("resources", .object([
-            ("cpu_seconds", .number(usage?.cpuSeconds ?? r.cpuSeconds)), ("memory_bytes", .int(usage?.rssBytes ?? 0)),
-            ("memory_peak_bytes", .int(max(usage?.peakBytes ?? 0, r.memoryPeakBytes))), ("tasks", .int(usage?.tasks ?? 0)),
+            ("cpu_seconds", .number(max(usage?.cpuSeconds ?? 0, r.cpuSeconds))), ("memory_bytes", .int(usage?.rssBytes ?? 0)),
+            ("memory_peak_bytes", .int(max(usage?.rssBytes ?? 0, r.memoryPeakBytes))), ("tasks", .int(usage?.tasks ?? 0)),
             ("limits", .object([("memory_bytes", .int(c.memoryMax)), ("cpu_percent", .int(c.cpuQuota)), ("tasks", .int(c.tasksMax))])),
         ])),
         ("metadata", metadata),
     ])
-}
-
-/// CPU, memory and threads of one process from /proc (the session's main process).
-struct ProcessUsage {
-    let cpuSeconds: Double
-    let rssBytes: Int
-    let peakBytes: Int
-    let tasks: Int
-
-    static func read(pid: pid_t) -> ProcessUsage? {
-        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-            let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")")
-        else { return nil }
-        func kib(_ key: String) -> Int {
-            for line in status.split(separator: "\n") where line.hasPrefix(key) {
-                return (line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int($0) } ?? 0) * 1024
-            }
-            return 0
-        }
-        let f = stat[stat.index(after: close)...].split(separator: " ")
-        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
-        let cpu = f.count > 13 ? (Double(f[11]) ?? 0) + (Double(f[12]) ?? 0) : 0
-        let threads = Int(status.split(separator: "\n").first { $0.hasPrefix("Threads:") }?.split(separator: "\t").last ?? "0") ?? 0
-        return ProcessUsage(cpuSeconds: cpu / ticks, rssBytes: kib("VmRSS:"), peakBytes: kib("VmHWM:"), tasks: threads)
-    }
 }
