@@ -45,12 +45,13 @@ let package = Package(
             dependencies: ["SupervisorCore", "SupervisorConfig", "SystemdIntegration", "HTTPServer", "SupervisorStore", "SupervisorIdentity"]
         ),
         // Benchmarks that print figures (wrk against us and nginx, idle-connection RSS).
-        .executableTarget(name: "chimerax-supervisor-bench", dependencies: ["CShim", "TestSupport", "SupervisorStore"]),
+        .executableTarget(name: "chimerax-supervisor-bench", dependencies: ["CShim", "TestSupport", "SupervisorStore", "SupervisorSessions"]),
 
         .target(name: "TestSupport", dependencies: ["CShim"], path: "Tests/TestSupport"),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "TestSupport"]),
         .testTarget(name: "SupervisorConfigTests", dependencies: ["SupervisorConfig"]),
         .testTarget(name: "SupervisorIdentityTests", dependencies: ["SupervisorIdentity", "SupervisorStore", "TestSupport"]),
+        .testTarget(name: "SupervisorCoreTests", dependencies: ["SupervisorCore"]),
         .testTarget(name: "SupervisorSessionsTests", dependencies: ["SupervisorSessions", "TestSupport"]),
         .testTarget(name: "SupervisorStoreTests", dependencies: ["SupervisorStore", "CShim", "TestSupport"]),
         .testTarget(

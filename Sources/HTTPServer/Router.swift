@@ -129,7 +129,7 @@ public struct Router: Sendable {
             case .literal(let l):
                 if l != p { return nil }
             case .parameter(let name):
-                let decoded = QueryString.decode(p, plusIsSpace: false)
+                let decoded = p.utf8.contains(UInt8(ascii: "%")) ? QueryString.decode(p, plusIsSpace: false) : String(p)
                 if decoded.isEmpty { return nil }
                 params[name] = decoded
             }
@@ -139,7 +139,19 @@ public struct Router: Sendable {
 
     /// `/a/b/` → `["a", "b"]`; `/` → `[]`. Empty segments in the middle are kept (and match nothing).
     static func split(_ path: String) -> [Substring] {
-        var parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        var parts: [Substring] = []
+        parts.reserveCapacity(8)
+        let u = path.utf8
+        var start = u.startIndex
+        var i = u.startIndex
+        while i != u.endIndex {
+            if u[i] == UInt8(ascii: "/") {
+                parts.append(Substring(path[start..<i]))
+                start = u.index(after: i)
+            }
+            i = u.index(after: i)
+        }
+        parts.append(Substring(path[start..<u.endIndex]))
         if parts.first == "" { parts.removeFirst() }
         if parts.last == "" { parts.removeLast() }
         return parts

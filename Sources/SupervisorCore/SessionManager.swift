@@ -36,6 +36,8 @@ final class SessionManager: @unchecked Sendable {
     private let live = Mutex<[String: SessionRecord]>([:])
     /// Waiters for a session to leave `starting` or to end.
     private let changed = NSCondition()
+    /// When each session's activity was last written.
+    private let persistedActivity = Mutex<[String: Int64]>([:])
     /// Usage sampled over each live session's process tree.
     private let usage = Mutex<[String: TreeUsage]>([:])
     /// For /metrics.
@@ -230,20 +232,27 @@ final class SessionManager: @unchecked Sendable {
     }
 
     /// Moves `last_activity` and `expires_at` (heartbeats, commands, updates). Nil if the session has ended.
+    ///
+    /// Cheap by design (heartbeats arrive from every tab every few seconds): the expiry timer is not re-armed
+    /// (it only ever moves later here; when the old one fires it re-arms itself for the new time), and the
+    /// record is written at most every 30 s per session (after a crash the sessions end anyway).
     func touch(_ id: String) -> SessionRecord? {
-        counters.withLock { $0.heartbeats += 1 }
         let t = SessionManager.now()
-        let updated: SessionRecord? = live.withLock { l in
+        let updatedRecord: SessionRecord? = live.withLock { l in
             guard var r = l[id] else { return nil }
             r.lastActivity = t
             r.expiresAt = min(t + Int64(r.idleTimeoutSeconds) * 1000, r.lifetimeEndsAt)
             l[id] = r
             return r
         }
-        guard let updated else { return nil }
-        // Activity is persisted without waiting: after a crash the sessions end anyway.
-        store.write([.putSession(updated)]) { _ in }
-        reactor.execute { [self] in armExpiry(id) }
+        counters.withLock { $0.heartbeats += 1 }
+        guard let updated = updatedRecord else { return nil }
+        let persist = persistedActivity.withLock { p in
+            if t - (p[id] ?? 0) < 30_000 { return false }
+            p[id] = t
+            return true
+        }
+        if persist { store.write([.putSession(updated)]) { _ in } }
         return updated
     }
 
@@ -396,6 +405,7 @@ final class SessionManager: @unchecked Sendable {
             rec.memoryPeakBytes = max(rec.memoryPeakBytes, u.rssBytes)
         }
         counters.withLock { $0.terminations[reason.rawValue, default: 0] += 1 }
+        persistedActivity.withLock { _ = $0.removeValue(forKey: id) }
         if !survivors.isEmpty {
             logger.error("processes of an ended session survived SIGKILL", [("SESSION_ID", id), ("pids", survivors.map(String.init).joined(separator: ","))])
         }

@@ -2,11 +2,18 @@ import CShim
 import Foundation
 import Glibc
 import Synchronization
+import SupervisorSessions
 import SupervisorStore
 import TestSupport
 
 // Benchmarks that print figures and assert nothing. Run from the package directory:
 //   swift run -c release chimerax-supervisor-bench http [--connections 64] [--duration 10] [--idle 10000]
+
+/// Prints a line at once (straight to descriptor 1: figures appear as measured, also in a file or pipe).
+func say(_ line: String) {
+    var text = line + "\n"
+    text.withUTF8 { b in _ = Glibc.write(1, b.baseAddress, b.count) }
+}
 
 struct BenchError: Error, CustomStringConvertible {
     let description: String
@@ -117,11 +124,8 @@ func httpBench(connections: Int, duration: Int, idle: Int) throws {
     guard let nginx = which("nginx") else { throw BenchError("nginx is not installed: apt-get install -y nginx-light") }
     let dir = tempDirectory()
     defer { try? FileManager.default.removeItem(atPath: dir) }
-    print("building the release daemon…")
-    let (st, out) = try run(which("swift") ?? "/opt/swift/usr/bin/swift", ["build", "-c", "release", "--product", "chimerax-supervisor"], timeout: 3600)
-    guard st == 0 else { throw BenchError("swift build failed:\n\(out)") }
-    let (_, binPath) = try run(which("swift") ?? "/opt/swift/usr/bin/swift", ["build", "-c", "release", "--show-bin-path"])
-    let binary = binPath.trimmingCharacters(in: .whitespacesAndNewlines) + "/chimerax-supervisor"
+    say("building the release daemon…")
+    let binary = try releaseDaemonBinary()
 
     var rl = rlimit()
     getrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl)
@@ -159,14 +163,14 @@ func httpBench(connections: Int, duration: Int, idle: Int) throws {
         let (_, text) = try run(wrk, ["-t\(threads)", "-c\(connections)", "-d\(seconds)s", "--latency", "http://127.0.0.1:\(port)/healthz"])
         return try parseWrk(text)
     }
-    print("GET /healthz, \(connections) keep-alive connections, \(threads) wrk threads, \(duration) s each (after 2 s warm-up)")
+    say("GET /healthz, \(connections) keep-alive connections, \(threads) wrk threads, \(duration) s each (after 2 s warm-up)")
     _ = try load(port, seconds: 2)
     _ = try load(nginxPort, seconds: 2)
     let ours = try load(port, seconds: duration)
     let theirs = try load(nginxPort, seconds: duration)
-    print(String(format: "  chimerax-supervisor: %10.0f req/s   p99 %7.3f ms", ours.requestsPerSecond, ours.p99Milliseconds))
-    print(String(format: "  nginx (fixed 200):   %10.0f req/s   p99 %7.3f ms", theirs.requestsPerSecond, theirs.p99Milliseconds))
-    print(String(format: "  ratio (ours / nginx): %.2f req/s   (target >= 0.80)", ours.requestsPerSecond / theirs.requestsPerSecond))
+    say(String(format: "  chimerax-supervisor: %10.0f req/s   p99 %7.3f ms", ours.requestsPerSecond, ours.p99Milliseconds))
+    say(String(format: "  nginx (fixed 200):   %10.0f req/s   p99 %7.3f ms", theirs.requestsPerSecond, theirs.p99Milliseconds))
+    say(String(format: "  ratio (ours / nginx): %.2f req/s   (target >= 0.80)", ours.requestsPerSecond / theirs.requestsPerSecond))
 
     // Idle keep-alive connections and the daemon's memory.
     let before = rssBytes(daemon.pid)
@@ -187,10 +191,139 @@ func httpBench(connections: Int, duration: Int, idle: Int) throws {
     for f in fds.suffix(fds.count % 500) { _ = recv(f, &buf, buf.count, 0) }
     usleep(500_000)
     let after = rssBytes(daemon.pid)
-    print("\(fds.count) idle keep-alive connections (each after one request):")
-    print(String(format: "  daemon RSS %.1f MB before, %.1f MB with them open (%.1f KB per connection; target < 150 MB)",
+    say("\(fds.count) idle keep-alive connections (each after one request):")
+    say(String(format: "  daemon RSS %.1f MB before, %.1f MB with them open (%.1f KB per connection; target < 150 MB)",
                  Double(before) / 1e6, Double(after) / 1e6, Double(after - before) / Double(max(1, fds.count)) / 1e3))
     for f in fds { close(f) }
+}
+
+// MARK: Sessions
+
+/// The repository's stand-in ChimeraX (the bench runs from the package directory).
+func standInPath() -> String { FileManager.default.currentDirectoryPath + "/Fixtures/chimerax-standin/ChimeraX" }
+
+func releaseDaemonBinary() throws -> String {
+    let swift = which("swift") ?? "/opt/swift/usr/bin/swift"
+    let (st, out) = try run(swift, ["build", "-c", "release", "--product", "chimerax-supervisor"], timeout: 3600)
+    guard st == 0 else { throw BenchError("swift build failed:\n\(out)") }
+    let (_, binPath) = try run(swift, ["build", "-c", "release", "--show-bin-path"])
+    return binPath.trimmingCharacters(in: .whitespacesAndNewlines) + "/chimerax-supervisor"
+}
+
+/// Heartbeat PUTs against us and against nginx answering the same route with a fixed body; then create-to-ready
+/// latency of `count` sessions next to the stand-in's own start time.
+func sessionsBench(connections: Int, duration: Int, count: Int) throws {
+    guard let wrk = which("wrk") else { throw BenchError("wrk is not installed: apt-get install -y wrk") }
+    guard let nginx = which("nginx") else { throw BenchError("nginx is not installed: apt-get install -y nginx-light") }
+    say("building the release daemon…")
+    let binary = try releaseDaemonBinary()
+    let dir = tempDirectory()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let state = dir + "/state"
+    let add = try runProgram(binary, ["users", "add", "bench", "--password-stdin", "--state-dir", state], environment: cleanEnvironment(), stdin: "bench-password\n")
+    guard add.status == 0 else { throw BenchError("users add: \(add.stderr)") }
+    let (daemon, port) = try startDaemon(binary: binary, dir: dir, extra: ["--chimerax", standInPath(), "--max-sessions", "500",
+                                                                          "--max-sessions-per-user", "500", "--session-quota", "100000"])
+    defer {
+        daemon.signal(SIGTERM)
+        _ = daemon.wait(timeout: 30)
+    }
+    let login = try httpRequest(port: port, "POST", "/api/v1/auth/login", body: #"{"username":"bench","password":"bench-password"}"#)
+    guard let token = login.json["token"] as? String else { throw BenchError("login: \(login.text)") }
+    let auth = [("Authorization", "Bearer \(token)")]
+    let created = try httpRequest(port: port, "POST", "/api/sessions", headers: auth, body: "{}")
+    guard let id = created.json["id"] as? String else { throw BenchError("create: \(created.text)") }
+    _ = try httpRequest(port: port, "GET", "/api/sessions/\(id)?wait=ready&timeout=30", headers: auth)
+    let beat = try httpRequest(port: port, "PUT", "/api/sessions/\(id)/heartbeat", headers: auth)
+    guard beat.status == 200 else { throw BenchError("heartbeat: \(beat.text)") }
+
+    let script = dir + "/put.lua"
+    try "wrk.method = \"PUT\"\nwrk.headers[\"Authorization\"] = \"Bearer \(token)\"\n".write(toFile: script, atomically: true, encoding: .utf8)
+    let nginxPort = port &+ 1 == 0 ? port &- 1 : port &+ 1
+    let fixed = beat.text.replacingOccurrences(of: "'", with: "")
+    let conf = """
+        worker_processes auto;
+        pid \(dir)/nginx.pid;
+        error_log \(dir)/nginx-error.log;
+        daemon on;
+        events { worker_connections 4096; }
+        http {
+            access_log off;
+            server {
+                listen 127.0.0.1:\(nginxPort);
+                location = /api/sessions/\(id)/heartbeat { default_type "application/json; charset=utf-8"; return 200 '\(fixed)'; }
+            }
+        }
+        """
+    try conf.write(toFile: dir + "/nginx.conf", atomically: true, encoding: .utf8)
+    let (ns, nout) = try run(nginx, ["-c", dir + "/nginx.conf"])
+    guard ns == 0 else { throw BenchError("nginx failed to start:\n\(nout)") }
+    defer { _ = try? run(nginx, ["-c", dir + "/nginx.conf", "-s", "stop"]) }
+    usleep(300_000)
+    let threads = min(connections, Int(cshim_cpu_count()))
+    func load(_ p: UInt16, seconds: Int) throws -> WrkResult {
+        let (_, text) = try run(wrk, ["-t\(threads)", "-c\(connections)", "-d\(seconds)s", "--latency", "-s", script,
+                                      "http://127.0.0.1:\(p)/api/sessions/\(id)/heartbeat"])
+        return try parseWrk(text)
+    }
+    say("PUT /api/sessions/{id}/heartbeat with a bearer token, \(connections) keep-alive connections, \(threads) wrk threads, \(duration) s each (after 2 s warm-up)")
+    _ = try load(port, seconds: 2)
+    _ = try load(nginxPort, seconds: 2)
+    let ours = try load(port, seconds: duration)
+    let theirs = try load(nginxPort, seconds: duration)
+    say(String(format: "  chimerax-supervisor:  %10.0f req/s   p99 %7.3f ms   (target < 2 ms)", ours.requestsPerSecond, ours.p99Milliseconds))
+    say(String(format: "  nginx (fixed JSON):   %10.0f req/s   p99 %7.3f ms", theirs.requestsPerSecond, theirs.p99Milliseconds))
+    say(String(format: "  ratio (ours / nginx): %.2f req/s   (target >= 0.80)", ours.requestsPerSecond / theirs.requestsPerSecond))
+    _ = try httpRequest(port: port, "DELETE", "/api/sessions/\(id)", headers: auth)
+
+    // The stand-in alone: from spawn to its REST server answering, polled every 0.5 ms. Its stdin is a FIFO
+    // held open, as the supervisor holds a pipe (at end of input ChimeraX exits).
+    var alone: [Double] = []
+    let fifo = dir + "/stdin.fifo"
+    mkfifo(fifo, 0o600)
+    let holder = open(fifo, O_RDWR | O_CLOEXEC)
+    defer { close(holder) }
+    for i in 0..<count {
+        let out = dir + "/alone-\(i).out"
+        let t0 = monotonic()
+        let c = try Child(standInPath(), ["--nogui", "--offscreen", "--cmd", "remotecontrol rest start port 0 json true"],
+                          environment: ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": dir], directory: dir, outputPath: out, inputPath: fifo)
+        var p: UInt16?
+        while p == nil && monotonic() - t0 < 30 {
+            let text = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
+            if let r = text.range(of: "REST server started on host 127.0.0.1 port ") {
+                p = UInt16(text[r.upperBound...].prefix { $0.isNumber })
+            } else {
+                usleep(500)
+            }
+        }
+        guard let sp = p else { throw BenchError("the stand-in did not start") }
+        while monotonic() - t0 < 30 {
+            if RESTClient.get(port: sp, path: "/cmdline.html", timeout: 2)?.status == 200 { break }
+            usleep(500)
+        }
+        alone.append(monotonic() - t0)
+        c.kill9()
+    }
+    // Through the supervisor: POST, then GET ?wait=ready; the server's own ready_at - created_at too.
+    var total: [Double] = []
+    for _ in 0..<count {
+        let t0 = monotonic()
+        let r = try httpRequest(port: port, "POST", "/api/sessions", headers: auth, body: "{}")
+        guard let sid = r.json["id"] as? String else { throw BenchError("create: \(r.text)") }
+        let ready = try httpRequest(port: port, "GET", "/api/sessions/\(sid)?wait=ready&timeout=30", headers: auth)
+        total.append(monotonic() - t0)
+        guard ["ready", "busy"].contains(ready.json["status"] as? String ?? "") else { throw BenchError("not ready: \(ready.text)") }
+        _ = try httpRequest(port: port, "DELETE", "/api/sessions/\(sid)", headers: auth)
+    }
+    alone.sort()
+    total.sort()
+    let p50 = (percentile(total, 0.5) - percentile(alone, 0.5)) * 1000
+    let p99 = (percentile(total, 0.99) - percentile(alone, 0.99)) * 1000
+    say("create to ready, \(count) sessions one after another:")
+    say(String(format: "  through the supervisor: p50 %.1f ms  p99 %.1f ms", percentile(total, 0.5) * 1000, percentile(total, 0.99) * 1000))
+    say(String(format: "  the stand-in alone:     p50 %.1f ms  p99 %.1f ms", percentile(alone, 0.5) * 1000, percentile(alone, 0.99) * 1000))
+    say(String(format: "  overhead:               p50 %.1f ms  p99 %.1f ms   (target < 5 ms)", p50, p99))
 }
 
 // MARK: Store
@@ -247,7 +380,7 @@ func percentile(_ sorted: [Double], _ p: Double) -> Double {
 func storeBench(seconds: Int, records: Int) throws {
     let base = tempDirectory()
     defer { try? FileManager.default.removeItem(atPath: base) }
-    print("store in \(base) (filesystem of /tmp); each write is one user record (~120 bytes), acknowledged after fdatasync")
+    say("store in \(base) (filesystem of /tmp); each write is one user record (~120 bytes), acknowledged after fdatasync")
     for writers in [1, 64] {
         let dir = base + "/w\(writers)"
         let store = try Store(stateDirectory: dir)
@@ -275,7 +408,7 @@ func storeBench(seconds: Int, records: Int) throws {
         for _ in 0..<writers { finished.wait() }
         let elapsed = monotonic() - t0
         let all = latencies.withLock { $0 }.sorted()
-        print(String(format: "  %2d writer%@: %8.0f durable writes/s   p50 %.3f ms   p99 %.3f ms   (%d writes in %.1f s)",
+        say(String(format: "  %2d writer%@: %8.0f durable writes/s   p50 %.3f ms   p99 %.3f ms   (%d writes in %.1f s)",
                      writers, writers == 1 ? " " : "s", Double(all.count) / elapsed, percentile(all, 0.5) * 1000, percentile(all, 0.99) * 1000, all.count, elapsed))
         store.close()
     }
@@ -301,7 +434,7 @@ func storeBench(seconds: Int, records: Int) throws {
     var store = try Store(stateDirectory: dir)
     var took = monotonic() - t
     let count = store.state.users.count
-    print(String(format: "  recovery of %d records from the log: %.3f s  (%@)", count, took, store.recoveryReport))
+    say(String(format: "  recovery of %d records from the log: %.3f s  (%@)", count, took, store.recoveryReport))
     store.close()
     // Force a snapshot: reopen with a tiny compaction threshold and one write.
     var o = Store.Options()
@@ -312,7 +445,7 @@ func storeBench(seconds: Int, records: Int) throws {
     t = monotonic()
     store = try Store(stateDirectory: dir)
     took = monotonic() - t
-    print(String(format: "  recovery of %d records from a snapshot: %.3f s  (%@)", store.state.users.count, took, store.recoveryReport))
+    say(String(format: "  recovery of %d records from a snapshot: %.3f s  (%@)", store.state.users.count, took, store.recoveryReport))
     store.close()
 }
 
@@ -321,6 +454,7 @@ func monotonic() -> Double {
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }
+
 
 let args = Array(CommandLine.arguments.dropFirst())
 let command = args.first ?? "help"
@@ -332,14 +466,17 @@ do {
     switch command {
     case "http":
         try httpBench(connections: option("--connections", 64, in: args), duration: option("--duration", 10, in: args), idle: option("--idle", 10_000, in: args))
+    case "sessions":
+        try sessionsBench(connections: option("--connections", 64, in: args), duration: option("--duration", 10, in: args), count: option("--sessions", 100, in: args))
     case "store":
         try storeBench(seconds: option("--duration", 5, in: args), records: option("--records", 100_000, in: args))
     case "store-writer":
         guard args.count >= 4, let w = Int(args[2]), let c = Int(args[3]) else { throw BenchError("usage: store-writer DIR WRITERS COMPACT_BYTES") }
         try storeWriter(args[1], writers: w, compactBytes: c)
     default:
-        print("""
+        say("""
             usage: chimerax-supervisor-bench http [--connections 64] [--duration 10] [--idle 10000]
+                   chimerax-supervisor-bench sessions [--connections 64] [--duration 10] [--sessions 100]
                    chimerax-supervisor-bench store [--duration 5] [--records 100000]
                    chimerax-supervisor-bench store-writer DIR WRITERS COMPACT_BYTES   (the crash test's writer)
             """)
