@@ -137,40 +137,9 @@ func httpBench(connections: Int, duration: Int, idle: Int) throws {
         daemon.signal(SIGTERM)
         _ = daemon.wait(timeout: 15)
     }
-    let nginxPort = port &+ 1 == 0 ? port &- 1 : port &+ 1
-    let conf = """
-        worker_processes auto;
-        pid \(dir)/nginx.pid;
-        error_log \(dir)/nginx-error.log;
-        daemon on;
-        events { worker_connections 20000; }
-        http {
-            access_log off;
-            server {
-                listen 127.0.0.1:\(nginxPort);
-                location / { default_type "application/json; charset=utf-8"; return 200 '{"status":"ok"}'; }
-            }
-        }
-        """
-    try conf.write(toFile: dir + "/nginx.conf", atomically: true, encoding: .utf8)
-    let (ns, nout) = try run(nginx, ["-c", dir + "/nginx.conf"])
-    guard ns == 0 else { throw BenchError("nginx failed to start:\n\(nout)") }
-    defer { _ = try? run(nginx, ["-c", dir + "/nginx.conf", "-s", "stop"]) }
-    usleep(300_000)
-
-    let threads = min(connections, Int(cshim_cpu_count()))
-    func load(_ port: UInt16, seconds: Int) throws -> WrkResult {
-        let (_, text) = try run(wrk, ["-t\(threads)", "-c\(connections)", "-d\(seconds)s", "--latency", "http://127.0.0.1:\(port)/healthz"])
-        return try parseWrk(text)
-    }
-    say("GET /healthz, \(connections) keep-alive connections, \(threads) wrk threads, \(duration) s each (after 2 s warm-up)")
-    _ = try load(port, seconds: 2)
-    _ = try load(nginxPort, seconds: 2)
-    let ours = try load(port, seconds: duration)
-    let theirs = try load(nginxPort, seconds: duration)
-    say(String(format: "  chimerax-supervisor: %10.0f req/s   p99 %7.3f ms", ours.requestsPerSecond, ours.p99Milliseconds))
-    say(String(format: "  nginx (fixed 200):   %10.0f req/s   p99 %7.3f ms", theirs.requestsPerSecond, theirs.p99Milliseconds))
-    say(String(format: "  ratio (ours / nginx): %.2f req/s   (target >= 0.80)", ours.requestsPerSecond / theirs.requestsPerSecond))
+    try compareWithNginx(wrk: wrk, nginx: nginx, dir: dir, port: port, path: "/healthz", script: nil,
+                         location: #"location / { default_type "application/json; charset=utf-8"; return 200 '{"status":"ok"}'; }"#,
+                         title: "GET /healthz", nginxLabel: "nginx (fixed 200):  ", connections: connections, duration: duration)
 
     // Idle keep-alive connections and the daemon's memory.
     let before = rssBytes(daemon.pid)
@@ -195,6 +164,46 @@ func httpBench(connections: Int, duration: Int, idle: Int) throws {
     say(String(format: "  daemon RSS %.1f MB before, %.1f MB with them open (%.1f KB per connection; target < 150 MB)",
                  Double(before) / 1e6, Double(after) / 1e6, Double(after - before) / Double(max(1, fds.count)) / 1e3))
     for f in fds { close(f) }
+}
+
+/// The same wrk load against us and against nginx answering `location` on the next port, in one run;
+/// prints both req/s and p99 and the ratio.
+func compareWithNginx(wrk: String, nginx: String, dir: String, port: UInt16, path: String, script: String?, location: String, title: String,
+                      nginxLabel: String, connections: Int, duration: Int, p99Target: String = "") throws {
+    let nginxPort = port &+ 1 == 0 ? port &- 1 : port &+ 1
+    let conf = """
+        worker_processes auto;
+        pid \(dir)/nginx.pid;
+        error_log \(dir)/nginx-error.log;
+        daemon on;
+        events { worker_connections 20000; }
+        http {
+            access_log off;
+            server {
+                listen 127.0.0.1:\(nginxPort);
+                \(location)
+            }
+        }
+        """
+    try conf.write(toFile: dir + "/nginx.conf", atomically: true, encoding: .utf8)
+    let (ns, nout) = try run(nginx, ["-c", dir + "/nginx.conf"])
+    guard ns == 0 else { throw BenchError("nginx failed to start:\n\(nout)") }
+    defer { _ = try? run(nginx, ["-c", dir + "/nginx.conf", "-s", "stop"]) }
+    usleep(300_000)
+    let threads = min(connections, Int(cshim_cpu_count()))
+    func load(_ p: UInt16, seconds: Int) throws -> WrkResult {
+        let (_, text) = try run(wrk, ["-t\(threads)", "-c\(connections)", "-d\(seconds)s", "--latency"] + (script.map { ["-s", $0] } ?? [])
+                                  + ["http://127.0.0.1:\(p)\(path)"])
+        return try parseWrk(text)
+    }
+    say("\(title), \(connections) keep-alive connections, \(threads) wrk threads, \(duration) s each (after 2 s warm-up)")
+    _ = try load(port, seconds: 2)
+    _ = try load(nginxPort, seconds: 2)
+    let ours = try load(port, seconds: duration)
+    let theirs = try load(nginxPort, seconds: duration)
+    say(String(format: "  chimerax-supervisor: %10.0f req/s   p99 %7.3f ms%@", ours.requestsPerSecond, ours.p99Milliseconds, p99Target))
+    say(String(format: "  %@ %10.0f req/s   p99 %7.3f ms", nginxLabel, theirs.requestsPerSecond, theirs.p99Milliseconds))
+    say(String(format: "  ratio (ours / nginx): %.2f req/s   (target >= 0.80)", ours.requestsPerSecond / theirs.requestsPerSecond))
 }
 
 // MARK: Sessions
@@ -239,41 +248,11 @@ func sessionsBench(connections: Int, duration: Int, count: Int) throws {
 
     let script = dir + "/put.lua"
     try "wrk.method = \"PUT\"\nwrk.headers[\"Authorization\"] = \"Bearer \(token)\"\n".write(toFile: script, atomically: true, encoding: .utf8)
-    let nginxPort = port &+ 1 == 0 ? port &- 1 : port &+ 1
     let fixed = beat.text.replacingOccurrences(of: "'", with: "")
-    let conf = """
-        worker_processes auto;
-        pid \(dir)/nginx.pid;
-        error_log \(dir)/nginx-error.log;
-        daemon on;
-        events { worker_connections 4096; }
-        http {
-            access_log off;
-            server {
-                listen 127.0.0.1:\(nginxPort);
-                location = /api/sessions/\(id)/heartbeat { default_type "application/json; charset=utf-8"; return 200 '\(fixed)'; }
-            }
-        }
-        """
-    try conf.write(toFile: dir + "/nginx.conf", atomically: true, encoding: .utf8)
-    let (ns, nout) = try run(nginx, ["-c", dir + "/nginx.conf"])
-    guard ns == 0 else { throw BenchError("nginx failed to start:\n\(nout)") }
-    defer { _ = try? run(nginx, ["-c", dir + "/nginx.conf", "-s", "stop"]) }
-    usleep(300_000)
-    let threads = min(connections, Int(cshim_cpu_count()))
-    func load(_ p: UInt16, seconds: Int) throws -> WrkResult {
-        let (_, text) = try run(wrk, ["-t\(threads)", "-c\(connections)", "-d\(seconds)s", "--latency", "-s", script,
-                                      "http://127.0.0.1:\(p)/api/sessions/\(id)/heartbeat"])
-        return try parseWrk(text)
-    }
-    say("PUT /api/sessions/{id}/heartbeat with a bearer token, \(connections) keep-alive connections, \(threads) wrk threads, \(duration) s each (after 2 s warm-up)")
-    _ = try load(port, seconds: 2)
-    _ = try load(nginxPort, seconds: 2)
-    let ours = try load(port, seconds: duration)
-    let theirs = try load(nginxPort, seconds: duration)
-    say(String(format: "  chimerax-supervisor:  %10.0f req/s   p99 %7.3f ms   (target < 2 ms)", ours.requestsPerSecond, ours.p99Milliseconds))
-    say(String(format: "  nginx (fixed JSON):   %10.0f req/s   p99 %7.3f ms", theirs.requestsPerSecond, theirs.p99Milliseconds))
-    say(String(format: "  ratio (ours / nginx): %.2f req/s   (target >= 0.80)", ours.requestsPerSecond / theirs.requestsPerSecond))
+    try compareWithNginx(wrk: wrk, nginx: nginx, dir: dir, port: port, path: "/api/sessions/\(id)/heartbeat", script: script,
+                         location: "location = /api/sessions/\(id)/heartbeat { default_type \"application/json; charset=utf-8\"; return 200 '\(fixed)'; }",
+                         title: "PUT /api/sessions/{id}/heartbeat with a bearer token", nginxLabel: "nginx (fixed JSON): ", connections: connections,
+                         duration: duration, p99Target: "   (target < 2 ms)")
     _ = try httpRequest(port: port, "DELETE", "/api/sessions/\(id)", headers: auth)
 
     // The stand-in alone: from spawn to its REST server answering, polled every 0.5 ms. Its stdin is a FIFO
