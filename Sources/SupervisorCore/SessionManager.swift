@@ -376,6 +376,7 @@ final class SessionManager: @unchecked Sendable {
             _ = update(id) { r in
                 // ChimeraX fetches PDB ids as mmCIF.
                 if r.structureSource == "pdb" { r.structureFormat = error == nil ? "mmcif" : nil }
+                r.structureOpenError = error ?? ""
             }
             let t = SessionManager.now()
             let order = (store.read { $0.transcripts[id]?.count } ?? 0) + 1

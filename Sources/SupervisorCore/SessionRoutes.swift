@@ -320,7 +320,10 @@ func sessionJSON(_ r: SessionRecord, _ c: Configuration, usage: TreeUsage? = nil
     if let src = r.structureSource {
         structure = .object([("source", .string(src)), ("pdb_id", r.pdbID.map { .string($0) } ?? .null),
                              ("filename", r.structureFilename.map { .string($0) } ?? .null), ("format", r.structureFormat.map { .string($0) } ?? .null),
-                             ("size_bytes", r.structureSizeBytes.map { .int($0) } ?? .null)])
+                             ("size_bytes", r.structureSizeBytes.map { .int($0) } ?? .null),
+                             // Whether ChimeraX opened it: "pending" until it is asked, then "opened" or "failed" with its message.
+                             ("open_status", .string(r.structureOpenError.map { $0.isEmpty ? "opened" : "failed" } ?? "pending")),
+                             ("open_error", r.structureOpenError.flatMap { $0.isEmpty ? nil : .string($0) } ?? .null)])
     }
     let metadata = (try? JSON.parse(Array(r.metadataJSON.utf8))) ?? .object([])
     let exit: JSON = (r.exitCode == nil && r.exitSignal == nil) ? .null

@@ -194,6 +194,8 @@ public struct SessionRecord: Sendable, Equatable {
     public var pid: Int?
     public var unit: String?
     public var directory: String
+    /// What opening the structure gave: nil (not tried yet), "" (opened) or ChimeraX's error message.
+    public var structureOpenError: String?
 
     public init(id: String, name: String, ownerType: String, ownerID: String, status: String, createdAt: Int64, lastActivity: Int64,
                 expiresAt: Int64, idleTimeoutSeconds: Int, lifetimeEndsAt: Int64, metadataJSON: String = "{}", backend: String = "",
@@ -247,6 +249,7 @@ public struct SessionRecord: Sendable, Equatable {
         w.field(25, pid)
         w.field(26, unit)
         w.field(27, directory)
+        w.field(28, structureOpenError)
     }
 
     init(_ r: RecordReader) throws(StoreError) {
@@ -277,6 +280,7 @@ public struct SessionRecord: Sendable, Equatable {
         pid = r.int(25).map { Int($0) }
         unit = r.string(26)
         directory = r.string(27, default: "")
+        structureOpenError = r.string(28)
     }
 }
 

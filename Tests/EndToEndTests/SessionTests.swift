@@ -73,6 +73,7 @@ struct SessionTests {
         #expect(r.json["status"] as? String == "starting")
         #expect((r.json["owner"] as? [String: String])?["type"] == "user")
         #expect(((r.json["structure"] as? [String: Any])?["pdb_id"] as? String) == "1abc")
+        #expect(((r.json["structure"] as? [String: Any])?["open_status"] as? String) == "pending")
         #expect((r.json["metadata"] as? [String: [Int]]) == ["k": [1, 2]])
         let ready = try f.call("GET", "/api/sessions/\(id)?wait=ready&timeout=20")
         #expect(["ready", "busy"].contains(ready.json["status"] as? String ?? ""), "\(ready.text)")
@@ -127,6 +128,15 @@ struct SessionTests {
         let id = try #require(ok["id"] as? String)
         _ = try f.waitFor(id, status: "ready")
         #expect(FileManager.default.fileExists(atPath: f.state + "/sessions/\(id)/upload.pdb"), "stored under a generated name")
+        let opened = try f.call("GET", "/api/sessions/\(id)")
+        var tries = 0
+        var structure = opened.json["structure"] as? [String: Any]
+        while structure?["open_status"] as? String == "pending" && tries < 100 {
+            usleep(50_000)
+            tries += 1
+            structure = try f.call("GET", "/api/sessions/\(id)").json["structure"] as? [String: Any]
+        }
+        #expect(structure?["open_status"] as? String == "opened" && structure?["open_error"] is NSNull, "\(String(describing: structure))")
         #expect(try upload("fake.pdb").0 == 415)
         #expect(try upload("evil.py").0 == 415)
         #expect(try upload("big.pdb").0 == 413)
