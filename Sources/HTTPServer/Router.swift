@@ -27,16 +27,26 @@ public struct RouteDoc: Sendable {
     }
 }
 
-/// One route: method, pattern with `{param}` segments, body limit, handler, documentation.
-public struct Route: Sendable {
+/// One route: method, pattern with `{param}` segments, body limit, handler, documentation. A class: every
+/// request carries its route, and passing a reference is one retain where a struct copy was a dozen.
+public final class Route: Sendable {
     public let method: HTTPMethod
     public let pattern: String
     public let segments: [Segment]
     public let bodyLimit: Int
     public let handler: Handler
     public let doc: RouteDoc
+    let literalCount: Int
 
-    var literalCount: Int { segments.reduce(0) { if case .literal = $1 { $0 + 1 } else { $0 } } }
+    init(method: HTTPMethod, pattern: String, segments: [Segment], bodyLimit: Int, handler: @escaping Handler, doc: RouteDoc) {
+        self.method = method
+        self.pattern = pattern
+        self.segments = segments
+        self.bodyLimit = bodyLimit
+        self.handler = handler
+        self.doc = doc
+        literalCount = segments.reduce(0) { if case .literal = $1 { $0 + 1 } else { $0 } }
+    }
 
     public enum Segment: Sendable, Equatable {
         case literal(String)

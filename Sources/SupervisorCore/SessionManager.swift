@@ -231,29 +231,40 @@ final class SessionManager: @unchecked Sendable {
         return rec
     }
 
-    /// Moves `last_activity` and `expires_at` (heartbeats, commands, updates). Nil if the session has ended.
-    ///
-    /// Cheap by design (heartbeats arrive from every tab every few seconds): the expiry timer is not re-armed
-    /// (it only ever moves later here; when the old one fires it re-arms itself for the new time), and the
-    /// record is written at most every 30 s per session (after a crash the sessions end anyway).
-    func touch(_ id: String) -> SessionRecord? {
+    enum HeartbeatResult {
+        case notFound, forbidden
+        case ended(String)
+        case alive(status: String, lastActivity: Int64, expiresAt: Int64)
+    }
+
+    /// A heartbeat: moves `last_activity` and `expires_at`, with its ownership check in one step, copying
+    /// nothing but the answer (the hot path: every tab, every few seconds). The expiry timer is not re-armed
+    /// (expiry only moves later here; the timer re-arms itself when it fires), and the record is written at
+    /// most every 30 s per session (after a crash the sessions end anyway).
+    func heartbeat(_ id: String, ownerType: String?, ownerID: String?, admin: Bool) -> HeartbeatResult {
         let t = SessionManager.now()
-        let updatedRecord: SessionRecord? = live.withLock { l in
-            guard var r = l[id] else { return nil }
-            r.lastActivity = t
-            r.expiresAt = min(t + Int64(r.idleTimeoutSeconds) * 1000, r.lifetimeEndsAt)
-            l[id] = r
-            return r
+        let result: HeartbeatResult? = live.withLock { l in
+            guard l[id] != nil else { return nil }
+            if !admin && (l[id]!.ownerType != ownerType || l[id]!.ownerID != ownerID) { return .forbidden }
+            l[id]!.lastActivity = t
+            l[id]!.expiresAt = min(t + Int64(l[id]!.idleTimeoutSeconds) * 1000, l[id]!.lifetimeEndsAt)
+            return .alive(status: l[id]!.status, lastActivity: t, expiresAt: l[id]!.expiresAt)
         }
-        counters.withLock { $0.heartbeats += 1 }
-        guard let updated = updatedRecord else { return nil }
-        let persist = persistedActivity.withLock { p in
-            if t - (p[id] ?? 0) < 30_000 { return false }
-            p[id] = t
-            return true
+        guard let result else {
+            guard let r = store.read({ $0.sessions[id] }) else { return .notFound }
+            if !admin && (r.ownerType != ownerType || r.ownerID != ownerID) { return .forbidden }
+            return .ended(r.status)
         }
-        if persist { store.write([.putSession(updated)]) { _ in } }
-        return updated
+        if case .alive = result {
+            counters.withLock { $0.heartbeats += 1 }
+            let persist = persistedActivity.withLock { p in
+                if t - (p[id] ?? 0) < 30_000 { return false }
+                p[id] = t
+                return true
+            }
+            if persist, let r = live.withLock({ $0[id] }) { store.write([.putSession(r)]) { _ in } }
+        }
+        return result
     }
 
     /// Applies `change` to a live record and persists it. Nil if the session has ended.

@@ -254,12 +254,26 @@ struct SessionRoutes {
             router.add(method, "/api/sessions/{id}/heartbeat", doc: RouteDoc(
                 "Keep the session alive: moves last_activity and expires_at (POST for navigator.sendBeacon).", tags: ["sessions"],
                 responses: [("200", "id, status, last_activity, expires_at"), ("403", "forbidden"), ("404", "session_not_found"), ("410", "session_ended")])) { req throws(Problem) in
-                let rec = try owned(req)
-                guard !rec.isEnded, let t = manager.touch(rec.id) else {
-                    throw Problem(410, "session_ended", "The session has ended (\(manager.record(rec.id)?.status ?? rec.status)).")
+                let caller = try access.caller(req)
+                let id = req.params["id"] ?? ""
+                var type: String?, owner: String?
+                switch caller {
+                case .user(let u, _, _): (type, owner) = ("user", u.id)
+                case .browser(let a): (type, owner) = ("anonymous", a.id)
+                default: break
                 }
-                return Response.json(.object([("id", .string(t.id)), ("status", .string(t.status)), ("last_activity", .string(rfc3339(t.lastActivity))),
-                                              ("expires_at", .string(rfc3339(t.expiresAt)))]))
+                switch manager.heartbeat(id, ownerType: type, ownerID: owner, admin: caller.isAdmin) {
+                case .notFound:
+                    throw Problem(404, "session_not_found", "No such session.")
+                case .forbidden:
+                    if case .anonymous = caller { throw Problem(401, "unauthorized", "Credentials are required.", headers: [("WWW-Authenticate", "Bearer")]) }
+                    throw Problem(403, "forbidden", "This session belongs to someone else.")
+                case .ended(let status):
+                    throw Problem(410, "session_ended", "The session has ended (\(status)).")
+                case .alive(let status, let last, let expires):
+                    return Response.json(.object([("id", .string(id)), ("status", .string(status)), ("last_activity", .string(rfc3339(last))),
+                                                  ("expires_at", .string(rfc3339(expires)))]))
+                }
             }
         }
     }

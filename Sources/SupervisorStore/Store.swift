@@ -33,7 +33,6 @@ public final class Store: @unchecked Sendable {
     }
 
     private struct Shared {
-        var state = StoreState()
         var pending: [Pending] = []
         var healthy = true
         var lastError: StoreError?
@@ -60,6 +59,8 @@ public final class Store: @unchecked Sendable {
     public let stateDirectory: String
     public let options: Options
     private let shared: Mutex<Shared>
+    /// The records, apart from the commit bookkeeping so that reads inline into callers.
+    @usableFromInline let stateBox: Mutex<StoreState>
     private let wakeup = NSCondition()
     private var fd: Int32 = -1
     private var logEnd = 0
@@ -111,9 +112,9 @@ public final class Store: @unchecked Sendable {
             if let v = r.upgradedFrom { report += "; upgraded from format version \(v) to \(options.format.version)" }
             recoveryReport = report
             var s = Shared()
-            s.state = r.state
             s.bytesOnDisk = Store.diskBytes(directory)
             shared = Mutex(s)
+            stateBox = Mutex(r.state)
         } catch {
             Glibc.close(lockFD)
             throw error
@@ -151,10 +152,12 @@ public final class Store: @unchecked Sendable {
     }
 
     /// A consistent copy of the state (cheap: copy-on-write).
-    public var state: StoreState { shared.withLock { $0.state } }
+    public var state: StoreState { stateBox.withLock { $0 } }
 
     /// Reads from the state under the lock without copying it.
-    public func read<T>(_ body: (borrowing StoreState) -> T) -> T { shared.withLock { body($0.state) } }
+    /// Inlinable so callers get a specialized copy: a generic call across modules cost more than the lookup.
+    @inlinable
+    public func read<T>(_ body: (borrowing StoreState) -> T) -> T { stateBox.withLock { body($0) } }
 
     /// False after a write failed, until a write or probe succeeds again.
     public var isHealthy: Bool { shared.withLock { $0.healthy } }
@@ -265,10 +268,12 @@ public final class Store: @unchecked Sendable {
         }
         logEnd += bytes.count
         nextSequence = seq
-        shared.withLock { s in
+        stateBox.withLock { state in
             for p in batch {
-                for m in p.mutations { s.state.apply(m) }
+                for m in p.mutations { state.apply(m) }
             }
+        }
+        shared.withLock { s in
             s.healthy = true
             s.lastError = nil
             s.bytesOnDisk += bytes.count
