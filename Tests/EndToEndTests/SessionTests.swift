@@ -260,6 +260,12 @@ struct SessionTests {
         #expect(del.json["status"] as? String == "terminated" && (del.json["exit"] as? [String: Any])?["signal"] as? String == "SIGKILL")
         #expect(stubborn.standIns().isEmpty)
 
+        let slow = try SessionFixture(["--start-timeout", "10"], environment: ["CHIMERAX_STANDIN_FAULT": "slow-start:1.5"])
+        let sl = try #require(try slow.create()["id"] as? String)
+        let waited = try slow.call("GET", "/api/sessions/\(sl)?wait=ready&timeout=0.5")
+        #expect(waited.json["status"] as? String == "starting", "still starting after 0.5 s")
+        #expect(try slow.waitFor(sl, status: "ready")["ready_at"] as? String != nil)
+
         let forker = try SessionFixture(environment: ["CHIMERAX_STANDIN_FAULT": "fork-orphan"])
         let o = try #require(try forker.create()["id"] as? String)
         _ = try forker.waitFor(o, status: "ready")
@@ -293,9 +299,14 @@ struct SessionTests {
         let f = try SessionFixture(["--max-sessions-per-user", "8", "--session-quota", "1000"])
         func fds() -> Int { ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(f.daemon.pid)/fd")) ?? []).count }
         func children() -> Int { f.standIns().count }
-        // Warm up (threads, pools), then measure.
-        for _ in 0..<5 { _ = try f.call("DELETE", "/api/sessions/\(try #require(try f.create()["id"] as? String))") }
+        func rssKiB() -> Int {
+            let status = (try? String(contentsOfFile: "/proc/\(f.daemon.pid)/status", encoding: .utf8)) ?? ""
+            return status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }.flatMap { $0.split(separator: " ").dropFirst().first }.flatMap { Int($0) } ?? 0
+        }
+        // Warm up (threads, pools, allocator arenas), then measure.
+        for _ in 0..<20 { _ = try f.call("DELETE", "/api/sessions/\(try #require(try f.create()["id"] as? String))") }
         let before = fds()
+        let rssBefore = rssKiB()
         for i in 0..<200 {
             let id = try #require(try f.create()["id"] as? String, "create \(i)")
             let d = try f.call("DELETE", "/api/sessions/\(id)")
@@ -303,8 +314,11 @@ struct SessionTests {
         }
         usleep(300_000)
         let after = fds()
-        print("200 sessions: daemon descriptors \(before) before, \(after) after; stand-ins left \(children())")
+        let rssAfter = rssKiB()
+        print("200 sessions: daemon descriptors \(before) before, \(after) after; RSS \(rssBefore) KiB before, \(rssAfter) KiB after; stand-ins left \(children())")
         #expect(after <= before + 2, "descriptors grew from \(before) to \(after)")
+        // Ended records stay in the store (a few KiB each); anything per session beyond that would be a leak.
+        #expect(rssAfter - rssBefore < 16 * 1024, "the daemon grew by \(rssAfter - rssBefore) KiB over 200 sessions")
         #expect(children() == 0)
     }
 }
