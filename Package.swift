@@ -21,19 +21,21 @@ let package = Package(
         .systemLibrary(name: "CCrypt", path: "Sources/CCrypt", pkgConfig: "libcrypt", providers: [.apt(["libcrypt-dev"])]),
         // What Glibc's Swift module hides: epoll, signalfd, eventfd, SO_PEERCRED, accept4.
         .target(name: "CShim", path: "Sources/CShim"),
+        // The binary min-heap the timers and expiry indexes share.
+        .target(name: "MinHeap"),
         // HTTP/1.1 server on an epoll event loop. Knows nothing of ChimeraX.
-        .target(name: "HTTPServer", dependencies: ["CShim"]),
+        .target(name: "HTTPServer", dependencies: ["CShim", "MinHeap"]),
         // Options, their sources (flag > environment > file > default) and validation.
         .target(name: "SupervisorConfig"),
         // sd_notify, socket activation, journal and stderr logging.
         .target(name: "SystemdIntegration", dependencies: ["CSystemd", "CShim"]),
         // The durable store: checksummed append-only log, group commit, snapshots, recovery. Knows no HTTP.
-        .target(name: "SupervisorStore", dependencies: ["CShim"]),
+        .target(name: "SupervisorStore", dependencies: ["CShim", "MinHeap"]),
         // Who may do what: users, passwords, tokens, device and anonymous sessions, rate limits, User-Agent
         // parsing. Knows no HTTP.
         .target(name: "SupervisorIdentity", dependencies: ["CCrypt", "CShim", "SupervisorStore"]),
         // ChimeraX sessions without HTTP: the lifecycle state machine, output scanning, structure rules.
-        .target(name: "SupervisorSessions", dependencies: ["CShim"]),
+        .target(name: "SupervisorSessions", dependencies: ["CShim", "MinHeap"]),
         // The application: routes, metrics, OpenAPI document, lifecycle of the daemon.
         .target(
             name: "SupervisorCore",

@@ -110,7 +110,7 @@ public enum Multipart {
     /// `form-data; name="structure"; filename="1abc.pdb"` → type and parameters (quotes and `\"` undone).
     static func dispositionParameters(_ value: String) -> (type: String, values: [String: String]) {
         var values: [String: String] = [:]
-        var chars = Array(value)
+        let chars = Array(value)
         var i = 0
         func skipSpaces() { while i < chars.count && (chars[i] == " " || chars[i] == "\t") { i += 1 } }
         var type = ""
@@ -137,7 +137,6 @@ public enum Multipart {
             }
             values[key.trimmingASCIIWhitespace().lowercased()] = v.trimmingASCIIWhitespace()
         }
-        chars = []
         return (type.trimmingASCIIWhitespace().lowercased(), values)
     }
 

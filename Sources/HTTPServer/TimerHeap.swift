@@ -1,57 +1,41 @@
+import MinHeap
+
 /// Something a timer can fire on. It is told the loop's current time and decides itself whether its
 /// (possibly moved) deadline has come, so a deadline that moves often needs no heap surgery.
 protocol TimerTarget: AnyObject {
     func timerFired(now: UInt64)
 }
 
-/// A binary min-heap of (deadline, target). Entries are never removed early: a target whose deadline moved
-/// re-arms when its old entry fires, so each target has O(1) entries outstanding.
+/// The loop's timers: (deadline, target) in a min-heap, ties in arrival order. Entries are never removed
+/// early: a target whose deadline moved re-arms when its old entry fires, so each target has O(1) entries
+/// outstanding.
 struct TimerHeap {
-    private var items: [(deadline: UInt64, seq: UInt64, target: any TimerTarget)] = []
+    struct Entry: Comparable {
+        let deadline: UInt64
+        let seq: UInt64
+        let target: any TimerTarget
+
+        static func < (a: Entry, b: Entry) -> Bool { (a.deadline, a.seq) < (b.deadline, b.seq) }
+        static func == (a: Entry, b: Entry) -> Bool { a.deadline == b.deadline && a.seq == b.seq }
+    }
+
+    private var heap = MinHeap<Entry>()
     private var seq: UInt64 = 0
 
-    var isEmpty: Bool { items.isEmpty }
-    var count: Int { items.count }
-    var nextDeadline: UInt64? { items.first?.deadline }
+    var isEmpty: Bool { heap.isEmpty }
+    var count: Int { heap.count }
+    var nextDeadline: UInt64? { heap.min?.deadline }
 
     mutating func push(_ deadline: UInt64, _ target: any TimerTarget) {
         seq &+= 1
-        items.append((deadline, seq, target))
-        var i = items.count - 1
-        while i > 0 {
-            let p = (i - 1) / 2
-            if less(i, p) {
-                items.swapAt(i, p)
-                i = p
-            } else {
-                break
-            }
-        }
+        heap.push(Entry(deadline: deadline, seq: seq, target: target))
     }
 
     /// Removes and returns the earliest entry if its deadline is at or before `now`.
     mutating func popDue(now: UInt64) -> (any TimerTarget)? {
-        guard let first = items.first, first.deadline <= now else { return nil }
-        let last = items.removeLast()
-        if !items.isEmpty {
-            items[0] = last
-            var i = 0
-            while true {
-                let l = 2 * i + 1
-                let r = l + 1
-                var m = i
-                if l < items.count && less(l, m) { m = l }
-                if r < items.count && less(r, m) { m = r }
-                if m == i { break }
-                items.swapAt(i, m)
-                i = m
-            }
-        }
+        guard let first = heap.min, first.deadline <= now else { return nil }
+        heap.popMin()
         return first.target
-    }
-
-    private func less(_ a: Int, _ b: Int) -> Bool {
-        items[a].deadline < items[b].deadline || (items[a].deadline == items[b].deadline && items[a].seq < items[b].seq)
     }
 }
 

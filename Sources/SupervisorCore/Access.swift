@@ -62,7 +62,7 @@ struct Access: Sendable {
         guard m == "POST" || m == "PUT" || m == "PATCH" || m == "DELETE" else { return }
         if req.headers["X-Requested-With"] != nil { return }
         if let origin = req.headers["Origin"]?.lowercased() {
-            if state.configuration.corsOrigins.contains(origin) { return }
+            if state.setting(\.corsOrigins).contains(origin) { return }
             if let host = req.headers["Host"]?.lowercased(), origin == "http://" + host || origin == "https://" + host { return }
         }
         throw Problem(403, "csrf_rejected", "A cookie-authenticated \(m) needs an allowed Origin or the X-Requested-With header.")
@@ -76,7 +76,7 @@ struct Access: Sendable {
         case .tcp(let a, _): peer = a
         case .unix(let pid, let uid, _): return "unix:uid=\(uid),pid=\(pid)"
         }
-        let proxies = state.configuration.trustedProxies
+        let proxies = state.setting(\.trustedProxies)
         guard !proxies.isEmpty, proxies.contains(where: { $0.contains(peer) }) else { return peer }
         let hops = req.headers.values("X-Forwarded-For").flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }
         for hop in hops.reversed() {
@@ -89,7 +89,7 @@ struct Access: Sendable {
     /// `Set-Cookie` for `name`: HttpOnly, SameSite=Lax, Path=/, Secure per configuration.
     func setCookie(_ name: String, _ value: String, maxAge: Int64) -> (String, String) {
         var c = "\(name)=\(value); Path=/; Max-Age=\(maxAge); HttpOnly; SameSite=Lax"
-        if state.configuration.cookieSecure { c += "; Secure" }
+        if state.setting(\.cookieSecure) { c += "; Secure" }
         return ("Set-Cookie", c)
     }
 
@@ -98,7 +98,7 @@ struct Access: Sendable {
     static func corsFilter(_ state: DaemonState) -> @Sendable (RequestHead, inout Response) -> Void {
         { head, response in
             guard let origin = head.headers["Origin"]?.lowercased() else { return }
-            guard state.configuration.corsOrigins.contains(origin) else { return }
+            guard state.setting(\.corsOrigins).contains(origin) else { return }
             response.headers.add("Access-Control-Allow-Origin", origin)
             response.headers.add("Access-Control-Allow-Credentials", "true")
             response.headers.add("Vary", "Origin")

@@ -17,13 +17,21 @@ public enum Caller: Sendable {
         }
     }
 
-    /// The identity key quotas and ownership use: `user:<id>` or `anonymous:<id>`.
-    public var identityKey: String? {
+    /// The identity that can own sessions: (`user`, id) or (`anonymous`, id).
+    public var owner: (type: String, id: String)? {
         switch self {
-        case .user(let u, _, _): return StoreState.ownerKey(type: "user", id: u.id)
-        case .browser(let a): return StoreState.ownerKey(type: "anonymous", id: a.id)
+        case .user(let u, _, _): return ("user", u.id)
+        case .browser(let a): return ("anonymous", a.id)
         default: return nil
         }
+    }
+
+    /// The key quotas use: `user:<id>` or `anonymous:<id>`.
+    public var identityKey: String? { owner.map { StoreState.ownerKey(type: $0.type, id: $0.id) } }
+
+    /// Whether the caller may act on a session of this owner (its own, or any for admins).
+    public func mayActOn(ownerType: String, ownerID: String) -> Bool {
+        isAdmin || (owner?.type == ownerType && owner?.id == ownerID)
     }
 }
 

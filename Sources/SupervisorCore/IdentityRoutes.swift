@@ -155,10 +155,11 @@ struct IdentityRoutes {
                 }
                 clientID = s
             }
-            let cookie = Access.cookie(Access.anonCookie, in: req)
-            if cookie != nil, identity.anonymousSession(id: cookie!) != nil { try access.checkCSRF(req) }
-            // The cookie first; else a live id the client kept (issued by us); else a new one.
-            let known = [cookie, clientID].compactMap { $0 }.first { identity.anonymousSession(id: $0) != nil }
+            // The cookie first (a cookie-authenticated unsafe request: the CSRF rule); else a live id the client
+            // kept (issued by us); else a new one.
+            let fromCookie = Access.cookie(Access.anonCookie, in: req).flatMap { identity.anonymousSession(id: $0) }
+            if fromCookie != nil { try access.checkCSRF(req) }
+            let known = fromCookie?.id ?? clientID.flatMap { identity.anonymousSession(id: $0)?.id }
             if known == nil {
                 let q = anonymousCreation.consume(access.clientAddress(req), now: identity.now)
                 if !q.allowed {

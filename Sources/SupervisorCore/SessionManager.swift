@@ -78,7 +78,7 @@ final class SessionManager: @unchecked Sendable {
     /// Fresh usage of a live session's process tree (also recorded: peak memory, CPU seconds).
     @discardableResult
     func sample(_ id: String, pid: pid_t) -> TreeUsage {
-        let u = ProcessTree.usage(of: ProcessTree.members(of: pid))
+        let u = ProcessTree.usage(of: Array(ProcessTree.members(of: [pid], group: pid).keys))
         usage.withLock { $0[id] = u }
         live.withLock { l in
             guard var r = l[id] else { return }
@@ -129,10 +129,6 @@ final class SessionManager: @unchecked Sendable {
     func record(_ id: String) -> SessionRecord? {
         if let r = live.withLock({ $0[id] }) { return r }
         return store.read { $0.sessions[id] }
-    }
-
-    func liveCount(owner: String? = nil) -> Int {
-        live.withLock { l in l.values.filter { owner == nil || StoreState.ownerKey(type: $0.ownerType, id: $0.ownerID) == owner }.count }
     }
 
     /// Creates and starts a session. Blocks for the durable write: call off the event loops.
@@ -241,18 +237,18 @@ final class SessionManager: @unchecked Sendable {
     /// nothing but the answer (the hot path: every tab, every few seconds). The expiry timer is not re-armed
     /// (expiry only moves later here; the timer re-arms itself when it fires), and the record is written at
     /// most every 30 s per session (after a crash the sessions end anyway).
-    func heartbeat(_ id: String, ownerType: String?, ownerID: String?, admin: Bool) -> HeartbeatResult {
+    func heartbeat(_ id: String, caller: Caller) -> HeartbeatResult {
         let t = SessionManager.now()
         let result: HeartbeatResult? = live.withLock { l in
             guard l[id] != nil else { return nil }
-            if !admin && (l[id]!.ownerType != ownerType || l[id]!.ownerID != ownerID) { return .forbidden }
+            if !caller.mayActOn(ownerType: l[id]!.ownerType, ownerID: l[id]!.ownerID) { return .forbidden }
             l[id]!.lastActivity = t
             l[id]!.expiresAt = min(t + Int64(l[id]!.idleTimeoutSeconds) * 1000, l[id]!.lifetimeEndsAt)
             return .alive(status: l[id]!.status, lastActivity: t, expiresAt: l[id]!.expiresAt)
         }
         guard let result else {
             guard let r = store.read({ $0.sessions[id] }) else { return .notFound }
-            if !admin && (r.ownerType != ownerType || r.ownerID != ownerID) { return .forbidden }
+            if !caller.mayActOn(ownerType: r.ownerType, ownerID: r.ownerID) { return .forbidden }
             return .ended(r.status)
         }
         if case .alive = result {

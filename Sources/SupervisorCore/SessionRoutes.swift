@@ -20,14 +20,13 @@ struct SessionRoutes {
         @Sendable func owner(_ req: Request) throws(Problem) -> (type: String, id: String, caller: Caller) {
             let caller = try access.caller(req)
             switch caller {
-            case .user(let u, _, _): return ("user", u.id, caller)
-            case .browser(let a):
-                guard state.configuration.allowAnonymous else {
-                    throw Problem(403, "forbidden", "Anonymous sessions may not own ChimeraX sessions here; log in.")
-                }
-                return ("anonymous", a.id, caller)
+            case .browser where !state.setting(\.allowAnonymous):
+                throw Problem(403, "forbidden", "Anonymous sessions may not own ChimeraX sessions here; log in.")
             case .localOperator: throw Problem(403, "forbidden", "A local operator has no identity to own sessions; log in as a user.")
             case .anonymous: throw Problem(401, "unauthorized", "Log in, or POST /api/session/ for an anonymous session first.", headers: [("WWW-Authenticate", "Bearer")])
+            default:
+                let o = caller.owner!
+                return (o.type, o.id, caller)
             }
         }
 
@@ -35,8 +34,7 @@ struct SessionRoutes {
         @Sendable func owned(_ req: Request) throws(Problem) -> SessionRecord {
             let caller = try access.caller(req)
             guard let rec = manager.record(req.params["id"] ?? "") else { throw Problem(404, "session_not_found", "No such session.") }
-            if caller.isAdmin { return rec }
-            if caller.identityKey == StoreState.ownerKey(type: rec.ownerType, id: rec.ownerID) { return rec }
+            if caller.mayActOn(ownerType: rec.ownerType, ownerID: rec.ownerID) { return rec }
             if case .anonymous = caller { throw Problem(401, "unauthorized", "Credentials are required.", headers: [("WWW-Authenticate", "Bearer")]) }
             throw Problem(403, "forbidden", "This session belongs to someone else.")
         }
@@ -136,10 +134,13 @@ struct SessionRoutes {
                 case .storage(let e): throw Problem(503, "storage_unavailable", "The state store cannot take writes right now (\(e.message)).", headers: [("Retry-After", "5")])
                 }
             }
-            if case .browser(var a) = caller {
-                a.sessionsCreated += 1
-                if upload != nil { a.uploads += 1 }
-                state.store.write([.putAnonymousSession(a)]) { _ in }
+            if case .browser(let a) = caller {
+                // The session runs already; a counter that cannot be written is logged, not an error for it.
+                do throws(IdentityError) {
+                    try state.identity.countUsage(anonymousID: a.id, sessions: 1, uploads: upload == nil ? 0 : 1)
+                } catch {
+                    state.logger.warning("anonymous usage not recorded", [("SESSION_ID", rec.id), ("error", "\(error)")])
+                }
             }
             var resp = Response.json(sessionJSON(rec, c, usage: manager.currentUsage(rec)), status: 201)
             resp.headers.add("Location", "/api/sessions/\(rec.id)")
@@ -256,13 +257,7 @@ struct SessionRoutes {
                 responses: [("200", "id, status, last_activity, expires_at"), ("403", "forbidden"), ("404", "session_not_found"), ("410", "session_ended")])) { req throws(Problem) in
                 let caller = try access.caller(req)
                 let id = req.params["id"] ?? ""
-                var type: String?, owner: String?
-                switch caller {
-                case .user(let u, _, _): (type, owner) = ("user", u.id)
-                case .browser(let a): (type, owner) = ("anonymous", a.id)
-                default: break
-                }
-                switch manager.heartbeat(id, ownerType: type, ownerID: owner, admin: caller.isAdmin) {
+                switch manager.heartbeat(id, caller: caller) {
                 case .notFound:
                     throw Problem(404, "session_not_found", "No such session.")
                 case .forbidden:

@@ -57,6 +57,8 @@ public final class IdentityService: Sendable {
     public let commandQuota: RateLimiter
     /// Serialises user creation and renames, so two requests cannot both take one name.
     private let userWrites = Mutex<Void>(())
+    /// Serialises read-modify-write of anonymous usage counters.
+    private let anonymousWrites = Mutex<Void>(())
 
     /// `clock` gives milliseconds since the epoch (tests inject their own).
     public init(store: Store, settings: IdentitySettings = IdentitySettings(), clock: @escaping @Sendable () -> Int64 = IdentityService.wallClock) {
@@ -237,11 +239,8 @@ public final class IdentityService: Sendable {
     /// The anonymous identity named by the cookie if it is live (its `last_active` moves), else a new one.
     public func anonymous(cookie: String?) throws(IdentityError) -> (AnonymousSession, isNew: Bool) {
         let t = now
-        if let id = cookie, IdentityService.isUUID(id), var a = store.read({ $0.anonymousSessions[id] }), a.expiresAt > t {
-            a.lastActive = t
-            a.expiresAt = t + settings.anonymousLifetimeSeconds * 1000
-            try write([.putAnonymousSession(a)])
-            return (a, false)
+        if let id = cookie, IdentityService.isUUID(id), let a = anonymousSession(id: id) {
+            return (try touch(a), false)
         }
         let a = AnonymousSession(id: IdentityService.newUUID(), createdAt: t, lastActive: t, expiresAt: t + settings.anonymousLifetimeSeconds * 1000)
         try write([.putAnonymousSession(a)])
@@ -258,11 +257,32 @@ public final class IdentityService: Sendable {
     /// Adopts an id the server issued that is still live; never creates one with a client-chosen id.
     public func syncAnonymous(id: String) throws(IdentityError) -> AnonymousSession {
         guard IdentityService.isUUID(id) else { throw .validation(field: "client_session_id", message: "must be a UUID") }
-        guard var a = anonymousSession(id: id) else { throw .notFound }
-        a.lastActive = now
-        a.expiresAt = a.lastActive + settings.anonymousLifetimeSeconds * 1000
+        guard let a = anonymousSession(id: id) else { throw .notFound }
+        return try touch(a)
+    }
+
+    /// Use of an anonymous identity moves its expiry; written at most once per `activityWriteInterval`, as for
+    /// device sessions, so repeated requests with the cookie do not cost a disk flush each.
+    private func touch(_ a: AnonymousSession) throws(IdentityError) -> AnonymousSession {
+        let t = now
+        guard t - a.lastActive >= settings.activityWriteInterval * 1000 else { return a }
+        var a = a
+        a.lastActive = t
+        a.expiresAt = t + settings.anonymousLifetimeSeconds * 1000
         try write([.putAnonymousSession(a)])
         return a
+    }
+
+    /// Adds to an anonymous identity's usage counters. Serialised and written before returning: the record is
+    /// read, changed and written whole, so two concurrent requests must not both start from the same copy.
+    public func countUsage(anonymousID id: String, sessions: Int = 0, commands: Int = 0, uploads: Int = 0) throws(IdentityError) {
+        try anonymousWrites.withLock { _ throws(IdentityError) in
+            guard var a = store.read({ $0.anonymousSessions[id] }) else { return }
+            a.sessionsCreated += sessions
+            a.commandsRun += commands
+            a.uploads += uploads
+            try write([.putAnonymousSession(a)])
+        }
     }
 
     /// Quota state of an identity (`user:<id>` or `anonymous:<id>`), counting nothing.

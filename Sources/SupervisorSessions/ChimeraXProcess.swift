@@ -160,25 +160,12 @@ public final class ChimeraXProcess: @unchecked Sendable {
         descendants.filter { ChimeraXProcess.startTime(of: $0.key) == $0.value }.map(\.key).sorted()
     }
 
-    /// Adds every process whose parent chain leads to this one, or that is in its process group, to
-    /// `descendants`. Called on each accounting sample and before every signal.
+    /// Adds every process whose parent chain leads to this one or to a descendant seen before (a grandchild
+    /// whose parent died is found through it), or that is in its process group, to `descendants`. Called
+    /// before every signal.
     public func refreshDescendants() {
-        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return }
-        var parents: [pid_t: (ppid: pid_t, pgrp: pid_t, start: UInt64)] = [:]
-        for e in entries {
-            guard let p = pid_t(e), let st = ChimeraXProcess.stat(of: p) else { continue }
-            parents[p] = st
-        }
-        var known = Set(descendants.keys)
-        known.insert(pid)
-        var changed = true
-        while changed {
-            changed = false
-            for (p, st) in parents where !known.contains(p) && (known.contains(st.ppid) || st.pgrp == pid) {
-                known.insert(p)
-                descendants[p] = st.start
-                changed = true
-            }
+        for (p, start) in ProcessTree.members(of: Set(descendants.keys).union([pid]), group: pid) where p != pid && descendants[p] == nil {
+            descendants[p] = start
         }
     }
 

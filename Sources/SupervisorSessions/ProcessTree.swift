@@ -10,25 +10,28 @@ public struct TreeUsage: Sendable, Equatable {
 }
 
 public enum ProcessTree {
-    /// `root` and every process whose parent chain leads to it or that is in its process group.
-    public static func members(of root: pid_t) -> [pid_t] {
-        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [root] }
-        var table: [pid_t: (ppid: pid_t, pgrp: pid_t)] = [:]
+    /// The live processes among `roots` and every process whose parent chain leads to one of them or that
+    /// is in process group `group`, with their start times (to tell a reused pid from the same process).
+    public static func members(of roots: Set<pid_t>, group: pid_t) -> [pid_t: UInt64] {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return [:] }
+        var table: [pid_t: (ppid: pid_t, pgrp: pid_t, start: UInt64)] = [:]
         for e in entries {
             guard let p = pid_t(e), let st = ChimeraXProcess.stat(of: p) else { continue }
-            table[p] = (st.ppid, st.pgrp)
+            table[p] = st
         }
-        guard table[root] != nil else { return [] }
-        var known: Set<pid_t> = [root]
+        var known = roots
+        var found: [pid_t: UInt64] = [:]
+        for r in roots { if let st = table[r] { found[r] = st.start } }
         var changed = true
         while changed {
             changed = false
-            for (p, st) in table where !known.contains(p) && (known.contains(st.ppid) || st.pgrp == root) {
+            for (p, st) in table where !known.contains(p) && (known.contains(st.ppid) || st.pgrp == group) {
                 known.insert(p)
+                found[p] = st.start
                 changed = true
             }
         }
-        return known.sorted()
+        return found
     }
 
     /// CPU (user + system, including reaped children's), resident memory and threads of `pids`.

@@ -1,19 +1,26 @@
 import CShim
 import Foundation
 import Glibc
+import MinHeap
 import Synchronization
 
 /// The supervision thread: one epoll set for the ChimeraX processes' pipes and pidfds, and timers. Every
 /// session's state is touched only on this thread, so the lifecycle needs no locks.
 public final class Reactor: @unchecked Sendable {
-    // @unchecked Sendable: `handlers`, `timers` and `nextTimer` are touched only on the reactor thread
+    // @unchecked Sendable: `handlers`, `heap`, `bodies` and `nextTimer` are touched only on the reactor thread
     // (`inReactor`); other threads go through `execute`, whose queue is a Mutex.
     private let epfd: Int32
     private let wakeFD: Int32
     private var handlers: [Int32: () -> Void] = [:]
     /// Timers: a binary min-heap on time; cancelling only forgets the body (the entry is skipped when due),
     /// so arming and cancelling are O(log n) and nothing scans every session.
-    private var heap: [(at: Double, id: UInt64)] = []
+    private struct Due: Comparable {
+        let at: Double
+        let id: UInt64
+        static func < (a: Due, b: Due) -> Bool { (a.at, a.id) < (b.at, b.id) }
+    }
+
+    private var heap = MinHeap<Due>()
     private var bodies: [UInt64: () -> Void] = [:]
     private var nextTimer: UInt64 = 0
     private let tasks = Mutex<[@Sendable () -> Void]>([])
@@ -70,38 +77,11 @@ public final class Reactor: @unchecked Sendable {
     public func schedule(at: Double, _ body: @escaping () -> Void) -> UInt64 {
         nextTimer += 1
         bodies[nextTimer] = body
-        heap.append((at, nextTimer))
-        var i = heap.count - 1
-        while i > 0 {
-            let p = (i - 1) / 2
-            if heap[p].at <= heap[i].at { break }
-            heap.swapAt(p, i)
-            i = p
-        }
+        heap.push(Due(at: at, id: nextTimer))
         return nextTimer
     }
 
     public func cancel(_ id: UInt64) { bodies[id] = nil }
-
-    /// Timers waiting (cancelled ones not yet popped included); for tests.
-    var pendingTimers: Int { bodies.count }
-
-    private func popTimer() -> (at: Double, id: UInt64)? {
-        guard let top = heap.first else { return nil }
-        heap.swapAt(0, heap.count - 1)
-        heap.removeLast()
-        var i = 0
-        while true {
-            let l = 2 * i + 1, r = l + 1
-            var m = i
-            if l < heap.count && heap[l].at < heap[m].at { m = l }
-            if r < heap.count && heap[r].at < heap[m].at { m = r }
-            if m == i { break }
-            heap.swapAt(i, m)
-            i = m
-        }
-        return top
-    }
 
     public func stop() {
         stopped.store(true, ordering: .relaxed)
@@ -114,9 +94,9 @@ public final class Reactor: @unchecked Sendable {
         var data = [UInt64](repeating: 0, count: 64)
         while !stopped.load(ordering: .relaxed) {
             // Cancelled timers at the top are dropped before computing the wait.
-            while let top = heap.first, bodies[top.id] == nil { _ = popTimer() }
+            while let top = heap.min, bodies[top.id] == nil { heap.popMin() }
             var timeout: Int32 = -1
-            if let first = heap.first {
+            if let first = heap.min {
                 timeout = Int32(max(0, min(60_000, (first.at - Reactor.now()) * 1000 + 1)))
             }
             let n = cshim_epoll_wait(epfd, &events, &data, 64, timeout)
@@ -138,8 +118,8 @@ public final class Reactor: @unchecked Sendable {
             }
             for t in queued { t() }
             let now = Reactor.now()
-            while let top = heap.first, top.at <= now {
-                _ = popTimer()
+            while let top = heap.min, top.at <= now {
+                heap.popMin()
                 if let body = bodies.removeValue(forKey: top.id) { body() }
             }
         }

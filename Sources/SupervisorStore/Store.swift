@@ -164,9 +164,6 @@ public final class Store: @unchecked Sendable {
 
     public var lastError: StoreError? { shared.withLock { $0.lastError } }
 
-    /// Bytes of the store's files.
-    public var bytesOnDisk: Int { shared.withLock { $0.bytesOnDisk } }
-
     public var statistics: Statistics {
         shared.withLock { s in
             Statistics(healthy: s.healthy, bytesOnDisk: s.bytesOnDisk, writes: s.writes, flushes: s.flushes, failures: s.failures, compactions: s.compactions)

@@ -1,51 +1,28 @@
+import MinHeap
+
 /// Times to ids, earliest first: a min-heap with lazy deletion. An entry counts only while the record still
 /// has that expiry (the owner of the heap checks), so moving an expiry is one push, not a search.
-public struct ExpiryIndex: Sendable, Equatable {
-    private var heap: [(at: Int64, id: String)] = []
+public struct ExpiryIndex: Sendable {
+    struct Entry: Comparable, Sendable {
+        let at: Int64
+        let id: String
+        static func < (a: Entry, b: Entry) -> Bool { (a.at, a.id) < (b.at, b.id) }
+    }
+
+    private var heap = MinHeap<Entry>()
 
     public init() {}
 
     public var count: Int { heap.count }
 
-    public static func == (a: ExpiryIndex, b: ExpiryIndex) -> Bool {
-        a.heap.count == b.heap.count && zip(a.heap, b.heap).allSatisfy { $0.at == $1.at && $0.id == $1.id }
-    }
+    mutating func push(_ at: Int64, _ id: String) { heap.push(Entry(at: at, id: id)) }
 
-    mutating func push(_ at: Int64, _ id: String) {
-        heap.append((at, id))
-        var i = heap.count - 1
-        while i > 0 {
-            let p = (i - 1) / 2
-            if heap[p].at <= heap[i].at { break }
-            heap.swapAt(p, i)
-            i = p
-        }
-    }
+    var peek: (at: Int64, id: String)? { heap.min.map { ($0.at, $0.id) } }
 
-    var peek: (at: Int64, id: String)? { heap.first }
-
-    mutating func pop() {
-        guard !heap.isEmpty else { return }
-        heap.swapAt(0, heap.count - 1)
-        heap.removeLast()
-        var i = 0
-        while true {
-            let l = 2 * i + 1, r = l + 1
-            var m = i
-            if l < heap.count && heap[l].at < heap[m].at { m = l }
-            if r < heap.count && heap[r].at < heap[m].at { m = r }
-            if m == i { break }
-            heap.swapAt(i, m)
-            i = m
-        }
-    }
+    mutating func pop() { heap.popMin() }
 
     /// Drops stale entries when the heap has grown to more than twice the live count.
-    mutating func compact(live: (String, Int64) -> Bool) {
-        let kept = heap.filter { live($0.id, $0.at) }
-        heap = []
-        for e in kept { push(e.at, e.id) }
-    }
+    mutating func compact(live: (String, Int64) -> Bool) { heap.removeAll { !live($0.id, $0.at) } }
 }
 
 /// Everything the store holds, with the indexes the API needs. A value: a copy is a consistent snapshot.
@@ -68,8 +45,6 @@ public struct StoreState: Sendable {
     private var sessionExpiry = ExpiryIndex()
     /// Entries in the session expiry heap, stale ones included (tests check it stays bounded).
     var sessionExpiryEntries: Int { sessionExpiry.count }
-    /// Records applied since the state was built (snapshot + log); compaction looks at it.
-    public private(set) var appliedCount = 0
 
     public init() {}
 
@@ -128,7 +103,6 @@ public struct StoreState: Sendable {
     }
 
     mutating func apply(_ m: Mutation) {
-        appliedCount += 1
         switch m {
         case .noop: break
         case .putUser(let u):

@@ -193,6 +193,8 @@ struct UnixHTTPClient {
             let n = recv(fd, &buf, buf.count, 0)
             if n <= 0 { break }
             data.append(contentsOf: buf[0..<n])
+            // Our own daemon's answers are small; anything this large is not one.
+            guard data.count <= 16 << 20 else { throw StoreError(.unavailable, "the answer from \(path) is larger than 16 MiB") }
         }
         // Status line, headers, then the body up to close (Content-Length bodies; the daemon closes after).
         guard let end = data.indices.first(where: { $0 + 3 < data.count && data[$0] == 13 && data[$0 + 1] == 10 && data[$0 + 2] == 13 && data[$0 + 3] == 10 }) else {

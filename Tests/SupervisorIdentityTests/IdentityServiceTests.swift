@@ -110,6 +110,15 @@ struct IdentityServiceTests {
         #expect(throws: IdentityError.notFound) { try id.syncAnonymous(id: made) }
         #expect(try id.anonymous(cookie: made).0.id != made)
         #expect(throws: IdentityError.validation(field: "client_session_id", message: "must be a UUID")) { try id.syncAnonymous(id: "nope") }
+        // Using it again within a minute writes nothing (each write is a disk flush); later it moves the expiry.
+        let writes = id.store.statistics.writes
+        for _ in 0..<20 { _ = try id.anonymous(cookie: a.id) }
+        #expect(id.store.statistics.writes == writes)
+        clock.advance(seconds: 61)
+        #expect(try id.syncAnonymous(id: a.id).expiresAt == clock.now() + 30 * 86_400_000)
+        #expect(id.store.statistics.writes == writes + 1)
+        try id.countUsage(anonymousID: a.id, sessions: 2, uploads: 1)
+        #expect(id.anonymousSession(id: a.id)?.sessionsCreated == 2 && id.anonymousSession(id: a.id)?.uploads == 1)
         clock.advance(seconds: 31 * 86_400)
         #expect(id.anonymousSession(id: a.id) == nil, "expired after 30 days unused")
         #expect(throws: IdentityError.notFound) { try id.syncAnonymous(id: a.id) }
