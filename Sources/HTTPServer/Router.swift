@@ -133,6 +133,10 @@ public struct Router: Sendable {
     }
 
     private static func match(_ segments: [Route.Segment], _ parts: [Substring]) -> [String: String]? {
+        // Literals first, without allocating: most candidates fail on one.
+        for (s, p) in zip(segments, parts) {
+            if case .literal(let l) = s, l != p { return nil }
+        }
         var params: [String: String] = [:]
         for (s, p) in zip(segments, parts) {
             switch s {

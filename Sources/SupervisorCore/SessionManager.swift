@@ -33,18 +33,47 @@ final class SessionManager: @unchecked Sendable {
     /// The stored file name of each session's upload (`upload.pdb`…), opened once ready.
     private var uploadNames: [String: String] = [:]
     /// Live records (authoritative while the session runs; persisted on every change).
-    private let live = Mutex<[String: SessionRecord]>([:])
+    private let live = Mutex<LiveSessions>(LiveSessions())
     /// Waiters for a session to leave `starting` or to end.
     private let changed = NSCondition()
-    /// When each session's activity was last written.
-    private let persistedActivity = Mutex<[String: Int64]>([:])
-    /// Usage sampled over each live session's process tree.
-    private let usage = Mutex<[String: TreeUsage]>([:])
+    /// Usage sampled over each live session's process tree, and the processes it was summed over.
+    private let usage = Mutex<[String: Sample]>([:])
+    /// How often the accounting reads /proc (and checks --memory-max).
+    static let sampleInterval = 1.0
+
+    struct Sample {
+        var usage = TreeUsage()
+        var tracked: [pid_t: UInt64] = [:]
+    }
     /// For /metrics.
     let counters = Mutex<Counters>(Counters())
 
+    /// Heartbeats received (an atomic: the hot path takes no lock for it).
+    let heartbeats = Atomic<Int>(0)
+
+    /// The live records, and when each one's activity was last written (one lock for both: a heartbeat
+    /// takes it once).
+    struct LiveSessions {
+        var records: [String: SessionRecord] = [:]
+        var activityWrittenAt: [String: Int64] = [:]
+        subscript(id: String) -> SessionRecord? {
+            get { records[id] }
+            set {
+                records[id] = newValue
+                if newValue == nil { activityWrittenAt[id] = nil }
+            }
+        }
+        var values: Dictionary<String, SessionRecord>.Values { records.values }
+        var keys: Dictionary<String, SessionRecord>.Keys { records.keys }
+        var count: Int { records.count }
+        var isEmpty: Bool { records.isEmpty }
+        mutating func removeValue(forKey id: String) -> SessionRecord? {
+            activityWrittenAt[id] = nil
+            return records.removeValue(forKey: id)
+        }
+    }
+
     struct Counters {
-        var heartbeats = 0
         var created = 0
         var terminations: [String: Int] = [:]
         /// Create-to-ready seconds, bucketed.
@@ -63,36 +92,45 @@ final class SessionManager: @unchecked Sendable {
         reactor.execute { [self] in scheduleSample() }
     }
 
-    /// Every 5 s: usage of every live session's process tree; the peak and CPU go into the record.
+    /// Every second: one pass over /proc (off the reactor), then every live session's usage from that table
+    /// on the reactor, where the runners are. A session over --memory-max is killed (`out_of_memory`).
     private func scheduleSample() {
-        reactor.schedule(at: Reactor.now() + 5) { [weak self] in
+        reactor.schedule(at: Reactor.now() + SessionManager.sampleInterval) { [weak self] in
             guard let self else { return }
-            let ids = live.withLock { l in l.compactMap { k, v in v.pid.map { (k, pid_t($0)) } } }
+            guard !runners.isEmpty else { return scheduleSample() }
             DispatchQueue.global().async { [self] in
-                for (id, pid) in ids { _ = sample(id, pid: pid) }
-                reactor.execute { [self] in scheduleSample() }
+                let table = ProcessTable.read()
+                reactor.execute { [self] in
+                    let limit = configuration().memoryMax
+                    for (id, runner) in runners where !runner.status.isEnded {
+                        record(id, runner.sample(table, memoryLimit: limit), tracked: runner.process.tracked)
+                    }
+                    scheduleSample()
+                }
             }
         }
     }
 
-    /// Fresh usage of a live session's process tree (also recorded: peak memory, CPU seconds).
-    @discardableResult
-    func sample(_ id: String, pid: pid_t) -> TreeUsage {
-        let u = ProcessTree.usage(of: Array(ProcessTree.members(of: [pid], group: pid).keys))
-        usage.withLock { $0[id] = u }
+    /// Keeps a sample; the peak and CPU go into the live record.
+    /// Only while the session is live (lock order: `live`, then `usage`), so that a late sample cannot
+    /// bring back the entry of an ended session.
+    private func record(_ id: String, _ u: TreeUsage, tracked: [pid_t: UInt64]) {
         live.withLock { l in
             guard var r = l[id] else { return }
             r.cpuSeconds = max(r.cpuSeconds, u.cpuSeconds)
             r.memoryPeakBytes = max(r.memoryPeakBytes, u.rssBytes)
             l[id] = r
+            usage.withLock { $0[id] = Sample(usage: u, tracked: tracked) }
         }
-        return u
     }
 
-    /// Usage for the API: fresh for a live session, the last sample otherwise.
+    /// Usage for the API: for a live session, read now from the processes of the last sample (processes started
+    /// since then are counted from the next one, within a second); nil for an ended one.
     func currentUsage(_ r: SessionRecord) -> TreeUsage? {
-        if let pid = r.pid, live.withLock({ $0[r.id] }) != nil { return sample(r.id, pid: pid_t(pid)) }
-        return nil
+        guard live.withLock({ $0[r.id] }) != nil, let tracked = usage.withLock({ $0[r.id]?.tracked }) else { return nil }
+        let u = ProcessTree.usage(of: tracked)
+        record(r.id, u, tracked: tracked)
+        return u
     }
 
     static func now() -> Int64 { IdentityService.wallClock() }
@@ -207,11 +245,15 @@ final class SessionManager: @unchecked Sendable {
             throw .spawn("\(error)")
         }
         rec.pid = Int(process.pid)
-        // The process backend's limits: no core files in the session directory, and the address space
-        // bounded by --memory-max (stricter than resident memory; the cgroup backends bound RSS instead).
+        // The process backend's limits. --memory-max bounds resident memory, as memory.max does in a cgroup:
+        // the accounting kills a tree over it (`out_of_memory`). RLIMIT_AS only stops a runaway between two
+        // samples: address space is much larger than resident memory for Python, threads and mapped
+        // libraries, so it is set well above (twice the limit plus 1 GiB). No core files in the session
+        // directory. (Set right after the spawn: ChimeraX needs far longer than that to start allocating.)
         _ = cshim_set_limit(process.pid, Int32(RLIMIT_CORE.rawValue), 0)
-        _ = cshim_set_limit(process.pid, Int32(RLIMIT_AS.rawValue), UInt64(c.memoryMax))
+        _ = cshim_set_limit(process.pid, Int32(RLIMIT_AS.rawValue), UInt64(c.memoryMax) * 2 + (1 << 30))
         live.withLock { $0[id] = rec }
+        usage.withLock { $0[id] = Sample(tracked: process.tracked) }
         let runner = SessionRunner(id: id, process: process, startTimeout: Double(c.startTimeout), stopGrace: Double(c.stopGrace), reactor: reactor)
         runner.onStatus = { [weak self] s in self?.statusChanged(id, s) }
         runner.onEnded = { [weak self] s, r, e, tail, survivors in self?.ended(id, s, r, e, tail, survivors) }
@@ -239,28 +281,32 @@ final class SessionManager: @unchecked Sendable {
     /// most every 30 s per session (after a crash the sessions end anyway).
     func heartbeat(_ id: String, caller: Caller) -> HeartbeatResult {
         let t = SessionManager.now()
-        let result: HeartbeatResult? = live.withLock { l in
-            guard l[id] != nil else { return nil }
-            if !caller.mayActOn(ownerType: l[id]!.ownerType, ownerID: l[id]!.ownerID) { return .forbidden }
-            l[id]!.lastActivity = t
-            l[id]!.expiresAt = min(t + Int64(l[id]!.idleTimeoutSeconds) * 1000, l[id]!.lifetimeEndsAt)
-            return .alive(status: l[id]!.status, lastActivity: t, expiresAt: l[id]!.expiresAt)
+        // Alive: the answer, and the record to write when its activity was last written 30 s ago or more.
+        let (result, toWrite): (HeartbeatResult?, SessionRecord?) = live.withLock { l in
+            // In place (through the dictionary's modify accessor): no copy of the record.
+            guard let index = l.records.index(forKey: id) else { return (nil, nil) }
+            return SessionManager.beat(&l.records.values[index], at: t, caller: caller, written: &l.activityWrittenAt[id, default: 0])
         }
         guard let result else {
             guard let r = store.read({ $0.sessions[id] }) else { return .notFound }
             if !caller.mayActOn(ownerType: r.ownerType, ownerID: r.ownerID) { return .forbidden }
             return .ended(r.status)
         }
-        if case .alive = result {
-            counters.withLock { $0.heartbeats += 1 }
-            let persist = persistedActivity.withLock { p in
-                if t - (p[id] ?? 0) < 30_000 { return false }
-                p[id] = t
-                return true
-            }
-            if persist, let r = live.withLock({ $0[id] }) { store.write([.putSession(r)]) { _ in } }
-        }
+        if case .alive = result { heartbeats.add(1, ordering: .relaxed) }
+        if let toWrite { store.write([.putSession(toWrite)]) { _ in } }
         return result
+    }
+
+    /// One heartbeat on a live record: the ownership check, the new activity and expiry, and a copy to write
+    /// when the activity was last written 30 s ago or more.
+    private static func beat(_ r: inout SessionRecord, at t: Int64, caller: Caller, written: inout Int64) -> (HeartbeatResult?, SessionRecord?) {
+        if !caller.mayActOn(ownerType: r.ownerType, ownerID: r.ownerID) { return (.forbidden, nil) }
+        r.lastActivity = t
+        r.expiresAt = min(t + Int64(r.idleTimeoutSeconds) * 1000, r.lifetimeEndsAt)
+        let answer = HeartbeatResult.alive(status: r.status, lastActivity: t, expiresAt: r.expiresAt)
+        guard t - written >= 30_000 else { return (answer, nil) }
+        written = t
+        return (answer, r)
     }
 
     /// Applies `change` to a live record and persists it. Nil if the session has ended.
@@ -408,12 +454,11 @@ final class SessionManager: @unchecked Sendable {
         rec.exitCode = exit?.code.map(Int.init)
         rec.exitSignal = exit?.signalName
         rec.pid = nil
-        if let u = usage.withLock({ $0.removeValue(forKey: id) }) {
+        if let u = usage.withLock({ $0[id]?.usage }) {
             rec.cpuSeconds = max(rec.cpuSeconds, u.cpuSeconds)
             rec.memoryPeakBytes = max(rec.memoryPeakBytes, u.rssBytes)
         }
         counters.withLock { $0.terminations[reason.rawValue, default: 0] += 1 }
-        persistedActivity.withLock { _ = $0.removeValue(forKey: id) }
         if !survivors.isEmpty {
             logger.error("processes of an ended session survived SIGKILL", [("SESSION_ID", id), ("pids", survivors.map(String.init).joined(separator: ","))])
         }
@@ -425,7 +470,10 @@ final class SessionManager: @unchecked Sendable {
         }
         store.write(m) { [self] _ in
             // Persisted (or failed: the record is still in memory until here): now the live entry goes.
-            live.withLock { _ = $0.removeValue(forKey: id) }
+            live.withLock { l in
+                _ = l.removeValue(forKey: id)
+                usage.withLock { _ = $0.removeValue(forKey: id) }
+            }
             signalChange()
         }
         if s != .finalized { removeDirectory(rec.directory) }
@@ -454,7 +502,7 @@ extension SessionManager {
         out += "# HELP chimerax_supervisor_sessions_created_total Sessions started.\n# TYPE chimerax_supervisor_sessions_created_total counter\n"
         out += "chimerax_supervisor_sessions_created_total \(c.created)\n"
         out += "# HELP chimerax_supervisor_heartbeats_total Heartbeats received.\n# TYPE chimerax_supervisor_heartbeats_total counter\n"
-        out += "chimerax_supervisor_heartbeats_total \(c.heartbeats)\n"
+        out += "chimerax_supervisor_heartbeats_total \(heartbeats.load(ordering: .relaxed))\n"
         out += "# HELP chimerax_supervisor_session_terminations_total Sessions ended, by reason.\n# TYPE chimerax_supervisor_session_terminations_total counter\n"
         for r in TerminationReason.allCases {
             out += "chimerax_supervisor_session_terminations_total{reason=\"\(r.rawValue)\"} \(c.terminations[r.rawValue] ?? 0)\n"
@@ -465,7 +513,7 @@ extension SessionManager {
         }
         out += "chimerax_supervisor_spawn_seconds_bucket{le=\"+Inf\"} \(c.spawnCount)\n"
         out += "chimerax_supervisor_spawn_seconds_sum \(c.spawnSum)\nchimerax_supervisor_spawn_seconds_count \(c.spawnCount)\n"
-        let samples = usage.withLock { $0 }
+        let samples = usage.withLock { $0.mapValues(\.usage) }
         out += "# HELP chimerax_supervisor_session_cpu_seconds CPU of a session's process tree.\n# TYPE chimerax_supervisor_session_cpu_seconds gauge\n"
         for (id, u) in samples.sorted(by: { $0.key < $1.key }) { out += "chimerax_supervisor_session_cpu_seconds{session_id=\"\(id)\"} \(u.cpuSeconds)\n" }
         out += "# HELP chimerax_supervisor_session_memory_bytes Resident memory of a session's process tree.\n# TYPE chimerax_supervisor_session_memory_bytes gauge\n"

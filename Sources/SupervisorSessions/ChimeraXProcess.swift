@@ -162,25 +162,30 @@ public final class ChimeraXProcess: @unchecked Sendable {
 
     /// Adds every process whose parent chain leads to this one or to a descendant seen before (a grandchild
     /// whose parent died is found through it), or that is in its process group, to `descendants`. Called
-    /// before every signal.
-    public func refreshDescendants() {
-        for (p, start) in ProcessTree.members(of: Set(descendants.keys).union([pid]), group: pid) where p != pid && descendants[p] == nil {
+    /// before every signal and on every accounting sample.
+    public func refreshDescendants(from table: ProcessTable = .read()) {
+        for (p, start) in table.members(of: tracked, group: pid) where p != pid && descendants[p] == nil {
             descendants[p] = start
         }
     }
 
-    /// Parent, process group and start time (field 22, clock ticks) from /proc/PID/stat.
-    static func stat(of pid: pid_t) -> (ppid: pid_t, pgrp: pid_t, start: UInt64)? {
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-            let close = text.lastIndex(of: ")")
-        else { return nil }
-        // After "pid (comm) ": state ppid pgrp session ... starttime is the 20th field after comm.
-        let fields = text[text.index(after: close)...].split(separator: " ")
-        guard fields.count > 19, let ppid = pid_t(fields[1]), let pgrp = pid_t(fields[2]), let start = UInt64(fields[19]) else { return nil }
-        return (ppid, pgrp, start)
+    /// The process itself and every descendant seen, with start times.
+    public var tracked: [pid_t: UInt64] {
+        var t = descendants
+        if exit == nil { t[pid] = startTime }
+        return t
     }
 
-    static func startTime(of pid: pid_t) -> UInt64? { stat(of: pid)?.start }
+    /// Usage summed over the process and its descendants (also those that left the group or lost their
+    /// parent), from `table`. Forgets descendants that are gone.
+    public func usage(from table: ProcessTable) -> TreeUsage {
+        refreshDescendants(from: table)
+        let members = table.members(of: tracked, group: pid)
+        descendants = descendants.filter { members[$0.key] == $0.value }
+        return table.usage(of: members.keys)
+    }
+
+    static func startTime(of pid: pid_t) -> UInt64? { ProcStat.read(pid)?.start }
 
     deinit {
         for fd in [stdinFD, stdoutFD, stderrFD] where fd >= 0 { close(fd) }

@@ -53,6 +53,7 @@ public struct ProcessExit: Sendable, Equatable {
 ///        │                                   │
 ///        └──────────── stop(reason) ─────────┴──▶ stopping ──exit──▶ terminated | failed | finalized
 ///     any live state ──unexpected exit──▶ failed (crashed | out_of_memory)
+///     any live state ──memory over the limit──▶ stopping (SIGKILL) ──exit──▶ failed (out_of_memory)
 ///     starting ──start timeout──▶ stopping ──exit──▶ failed (start_timeout)
 public struct SessionLifecycle: Sendable {
     public enum Event: Sendable, Equatable {
@@ -70,6 +71,9 @@ public struct SessionLifecycle: Sendable {
         case exited(ProcessExit, oomKilled: Bool, at: Double)
         /// Time passes (timers).
         case tick(at: Double)
+        /// The session's memory went over its limit (the process backend's accounting saw it): it is killed at
+        /// once, as the kernel's OOM killer would in a cgroup, and ends `failed`/`out_of_memory`.
+        case memoryLimitReached(at: Double)
     }
 
     public enum Action: Sendable, Equatable {
@@ -160,6 +164,19 @@ public struct SessionLifecycle: Sendable {
         case .stop(let reason, let at):
             guard status != .stopping else { return [] }
             return beginStop(reason, at: at)
+
+        case .memoryLimitReached(let at):
+            if status == .stopping {
+                // Already on its way out (for its own reason): no grace left.
+                if killed { return [] }
+                killed = true
+                return [.kill]
+            }
+            stopReason = .outOfMemory
+            status = .stopping
+            killAt = at
+            killed = true
+            return [.statusChanged(.stopping), .kill]
 
         case .tick(let at):
             if status == .starting && at >= startDeadline { return beginStop(.startTimeout, at: at) }

@@ -57,6 +57,17 @@ public final class SessionRunner: @unchecked Sendable {
         perform(lifecycle.handle(.stop(reason, at: Reactor.now())))
     }
 
+    /// Accounting from a fresh process table: usage over the whole tree (descendants that left the group or
+    /// lost their parent included). Over `memoryLimit` bytes resident, the session is killed for
+    /// `out_of_memory`. Reactor thread.
+    public func sample(_ table: ProcessTable, memoryLimit: Int) -> TreeUsage {
+        let u = process.usage(from: table)
+        if memoryLimit > 0, u.rssBytes > memoryLimit, !lifecycle.status.isEnded {
+            perform(lifecycle.handle(.memoryLimitReached(at: Reactor.now())))
+        }
+        return u
+    }
+
     public func commandStarted() { perform(lifecycle.handle(.commandStarted)) }
     public func commandFinished() { perform(lifecycle.handle(.commandFinished)) }
 
@@ -111,8 +122,7 @@ public final class SessionRunner: @unchecked Sendable {
 
     /// Alive and not a zombie.
     private func isAlive(_ pid: pid_t) -> Bool {
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = text.lastIndex(of: ")") else { return false }
-        let state = text[text.index(close, offsetBy: 2)...].prefix(1)
-        return state != "Z" && state != "X"
+        guard let st = ProcStat.read(pid) else { return false }
+        return !st.isZombie
     }
 }

@@ -60,7 +60,7 @@ public final class Store: @unchecked Sendable {
     public let options: Options
     private let shared: Mutex<Shared>
     /// The records, apart from the commit bookkeeping so that reads inline into callers.
-    @usableFromInline let stateBox: Mutex<StoreState>
+    @usableFromInline let stateBox: ReadWriteBox<StoreState>
     private let wakeup = NSCondition()
     private var fd: Int32 = -1
     private var logEnd = 0
@@ -114,7 +114,7 @@ public final class Store: @unchecked Sendable {
             var s = Shared()
             s.bytesOnDisk = Store.diskBytes(directory)
             shared = Mutex(s)
-            stateBox = Mutex(r.state)
+            stateBox = ReadWriteBox(r.state)
         } catch {
             Glibc.close(lockFD)
             throw error
@@ -152,12 +152,12 @@ public final class Store: @unchecked Sendable {
     }
 
     /// A consistent copy of the state (cheap: copy-on-write).
-    public var state: StoreState { stateBox.withLock { $0 } }
+    public var state: StoreState { stateBox.withReadLock { copy $0 } }
 
     /// Reads from the state under the lock without copying it.
     /// Inlinable so callers get a specialized copy: a generic call across modules cost more than the lookup.
     @inlinable
-    public func read<T>(_ body: (borrowing StoreState) -> T) -> T { stateBox.withLock { body($0) } }
+    public func read<T>(_ body: (borrowing StoreState) -> T) -> T { stateBox.withReadLock { body($0) } }
 
     /// False after a write failed, until a write or probe succeeds again.
     public var isHealthy: Bool { shared.withLock { $0.healthy } }
@@ -265,7 +265,7 @@ public final class Store: @unchecked Sendable {
         }
         logEnd += bytes.count
         nextSequence = seq
-        stateBox.withLock { state in
+        stateBox.withWriteLock { state in
             for p in batch {
                 for m in p.mutations { state.apply(m) }
             }

@@ -276,6 +276,24 @@ struct SessionTests {
         #expect(forker.standIns().isEmpty, "the setsid grandchild outlived the session")
     }
 
+    @Test func aSessionOverItsMemoryLimitIsKilledAsOutOfMemoryAndAccountedUntilThen() throws {
+        // The stand-in grows by 16 MiB a second; the limit is 64 MiB of resident memory.
+        let f = try SessionFixture(["--memory-max", "64M"], environment: ["CHIMERAX_STANDIN_FAULT": "grow-memory:16"])
+        let id = try #require(try f.create()["id"] as? String)
+        let ready = try f.waitFor(id, status: "ready")
+        let resources = try #require(ready["resources"] as? [String: Any])
+        #expect((resources["memory_bytes"] as? Int ?? 0) > 1 << 20 && (resources["tasks"] as? Int ?? 0) >= 1, "\(resources)")
+        #expect((resources["limits"] as? [String: Any])?["memory_bytes"] as? Int == 64 << 20)
+        let failed = try f.waitFor(id, status: "failed", timeout: 30)
+        #expect(failed["termination_reason"] as? String == "out_of_memory", "\(failed)")
+        #expect((failed["exit"] as? [String: Any])?["signal"] as? String == "SIGKILL")
+        let peak = (failed["resources"] as? [String: Any])?["memory_peak_bytes"] as? Int ?? 0
+        #expect(peak > 64 << 20, "the peak seen was over the limit: \(peak)")
+        #expect(f.standIns().isEmpty)
+        let metrics = try curl(["--unix-socket", f.daemon.socketPath, "http://localhost/metrics"]).stdout
+        #expect(metrics.contains(#"chimerax_supervisor_session_terminations_total{reason="out_of_memory"} 1"#))
+    }
+
     @Test func aStoppedDaemonLeavesNoChimeraXAndItsSessionsEndAsSupervisorShutdown() throws {
         let f = try SessionFixture()
         let id = try #require(try f.create()["id"] as? String)

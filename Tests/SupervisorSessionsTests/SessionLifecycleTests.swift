@@ -32,6 +32,23 @@ struct SessionLifecycleTests {
         #expect(l.handle(.commandFinished) == [], "an extra finish changes nothing")
     }
 
+    @Test func overTheMemoryLimitItIsKilledAtOnceAndEndsOutOfMemory() {
+        var l = started()
+        _ = l.handle(.portAnnounced(port: 5, at: 101))
+        _ = l.handle(.probeSucceeded(at: 101))
+        #expect(l.handle(.memoryLimitReached(at: 150)) == [.statusChanged(.stopping), .kill], "no SIGTERM grace")
+        #expect(l.handle(.memoryLimitReached(at: 151)) == [], "killed once")
+        #expect(l.nextDeadline == nil)
+        #expect(l.handle(.exited(ProcessExit(code: nil, signal: 9), oomKilled: false, at: 151)) == [.ended(.failed, .outOfMemory, ProcessExit(code: nil, signal: 9))])
+
+        // Already stopping for its own reason: killed now, and it keeps that reason.
+        var s = started(grace: 10)
+        _ = s.handle(.stop(.userRequest, at: 110))
+        #expect(s.handle(.memoryLimitReached(at: 111)) == [.kill])
+        #expect(s.handle(.tick(at: 125)) == [], "the SIGKILL deadline is spent")
+        #expect(s.handle(.exited(ProcessExit(code: nil, signal: 9), oomKilled: false, at: 112)) == [.ended(.terminated, .userRequest, ProcessExit(code: nil, signal: 9))])
+    }
+
     @Test func theStartTimeoutStopsItAndItEndsFailed() {
         var l = started(30, grace: 5)
         #expect(l.handle(.tick(at: 129.9)) == [])
