@@ -154,6 +154,17 @@ extension Configuration {
         sessionQuota = try count("session-quota", sessionQuota, minimum: 1)
         commandQuota = try count("command-quota", commandQuota, minimum: 1, maximum: 100_000_000)
         poolSize = try count("pool-size", poolSize, maximum: 1000)
+        commandTimeout = try seconds("command-timeout", commandTimeout)
+        transcriptMax = try count("transcript-max", transcriptMax, minimum: 10, maximum: 10_000_000)
+        if let r = raw["command-allow"] {
+            for n in r.values where n.isEmpty || !n.utf8.allSatisfy({ ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 95 }) {
+                throw ConfigError("invalid value '\(n)' for --command-allow (from \(r.source)): a ChimeraX command name in lower case")
+            }
+            commandAllow = Array(Set(r.values)).sorted()
+            record("command-allow", commandAllow!.joined(separator: ", "), r.source)
+        } else {
+            record("command-allow", "(the default list)", .defaultValue)
+        }
         if let (v, src) = try parse("allow-anonymous", ValueParsers.flag) {
             allowAnonymous = v
             record("allow-anonymous", "\(v)", src)

@@ -26,6 +26,10 @@ public struct Configuration: Sendable {
     public var poolSize = 0
     public var sessionQuota = 10
     public var commandQuota = 1000
+    /// The command allow-list; nil for the default (API.md §4).
+    public var commandAllow: [String]?
+    public var commandTimeout = 60
+    public var transcriptMax = 10_000
     public var allowAnonymous = false
     public var corsOrigins: [String] = []
     public var trustedProxies: [CIDR] = []

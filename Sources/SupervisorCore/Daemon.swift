@@ -33,6 +33,10 @@ public final class Daemon {
     public func run() -> Int32 {
         let c = configuration
         for w in c.warnings { logger.warning(w) }
+        if let refused = Configuration.neverAllowedCommands(c) {
+            logger.error("--command-allow names commands that can never be allowed", [("commands", refused)])
+            return 2
+        }
         raiseDescriptorLimit()
         do {
             try makePrivateDirectory(c.stateDir)
@@ -218,10 +222,13 @@ public final class Daemon {
     /// SIGHUP: re-read the config file and environment; apply what can change without a restart.
     func reload(state: DaemonState) {
         notifier.reloading()
-        do {
+        do throws(ConfigError) {
             let fresh = try Configuration.load(arguments: arguments, environment: environment,
                                                currentDirectory: FileManager.default.currentDirectoryPath,
                                                cpuCount: Int(cshim_cpu_count()))
+            if let refused = Configuration.neverAllowedCommands(fresh) {
+                throw ConfigError("--command-allow names commands that can never be allowed: \(refused)")
+            }
             let old = state.configuration
             let changed = fresh.changedOptions(comparedTo: old)
             let fixed = changed.filter { name in !(optionSpec(named: name)?.reloadable ?? false) }
@@ -269,6 +276,12 @@ struct Observer: HTTPServerObserver {
 }
 
 extension Configuration {
+    /// Names of --command-allow that run code, control ChimeraX or wrap other commands (never allowed).
+    static func neverAllowedCommands(_ c: Configuration) -> String? {
+        let bad = (c.commandAllow ?? []).filter { CommandPolicy.neverAllowed.contains($0) }
+        return bad.isEmpty ? nil : bad.joined(separator: ",")
+    }
+
     /// Copies one reloadable option's value (and its entry) from another configuration.
     mutating func take(_ name: String, from other: Configuration) {
         switch name {
@@ -283,6 +296,9 @@ extension Configuration {
         case "cpu-quota": cpuQuota = other.cpuQuota
         case "tasks-max": tasksMax = other.tasksMax
         case "pool-size": poolSize = other.poolSize
+        case "command-allow": commandAllow = other.commandAllow
+        case "command-timeout": commandTimeout = other.commandTimeout
+        case "transcript-max": transcriptMax = other.transcriptMax
         case "allow-anonymous": allowAnonymous = other.allowAnonymous
         case "cors-origin": corsOrigins = other.corsOrigins
         case "trusted-proxy": trustedProxies = other.trustedProxies

@@ -25,15 +25,15 @@ final class SessionManager: @unchecked Sendable {
     let store: Store
     let logger: Logger
     let reactor: Reactor
-    private let configuration: @Sendable () -> Configuration
-    private var runners: [String: SessionRunner] = [:]
+    let configuration: @Sendable () -> Configuration
+    var runners: [String: SessionRunner] = [:]
     private var timers: [String: UInt64] = [:]
     /// Sessions whose structure was sent to ChimeraX (once per session).
     private var structureSent: Set<String> = []
     /// The stored file name of each session's upload (`upload.pdb`…), opened once ready.
     private var uploadNames: [String: String] = [:]
     /// Live records (authoritative while the session runs; persisted on every change).
-    private let live = Mutex<LiveSessions>(LiveSessions())
+    let live = Mutex<LiveSessions>(LiveSessions())
     /// Waiters for a session to leave `starting` or to end.
     private let changed = NSCondition()
     /// Usage sampled over each live session's process tree, and the processes it was summed over.
@@ -45,6 +45,14 @@ final class SessionManager: @unchecked Sendable {
         var usage = TreeUsage()
         var tracked: [pid_t: UInt64] = [:]
     }
+    /// The REST port of each ready session (set on the reactor when it becomes ready).
+    let ports = Mutex<[String: UInt16]>([:])
+    /// One command at a time per session, and how many wait.
+    let lanes = Mutex<[String: CommandLane]>([:])
+    /// The next transcript order of each session that has written one in this run.
+    let transcriptNext = Mutex<[String: Int]>([:])
+    /// stdout and stderr log blocks being assembled, per session. Reactor thread.
+    var logBlocks: [String: (out: LogBlocks, err: LogBlocks)] = [:]
     /// For /metrics.
     let counters = Mutex<Counters>(Counters())
 
@@ -256,6 +264,8 @@ final class SessionManager: @unchecked Sendable {
         usage.withLock { $0[id] = Sample(tracked: process.tracked) }
         let runner = SessionRunner(id: id, process: process, startTimeout: Double(c.startTimeout), stopGrace: Double(c.stopGrace), reactor: reactor)
         runner.onStatus = { [weak self] s in self?.statusChanged(id, s) }
+        runner.onLine = { [weak self] line, isErr in self?.outputLine(id, line, stderr: isErr) }
+        runner.onDrained = { [weak self] isErr in self?.outputPaused(id, stderr: isErr) }
         runner.onEnded = { [weak self] s, r, e, tail, survivors in self?.ended(id, s, r, e, tail, survivors) }
         let stored = upload?.storedName
         reactor.execute { [self] in
@@ -353,7 +363,7 @@ final class SessionManager: @unchecked Sendable {
         _ = waitUntil(timeout) { self.live.withLock { $0.isEmpty } }
     }
 
-    private func waitUntil(_ timeout: Double, _ done: () -> Bool) -> Bool {
+    func waitUntil(_ timeout: Double, _ done: () -> Bool) -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         changed.lock()
         defer { changed.unlock() }
@@ -363,7 +373,7 @@ final class SessionManager: @unchecked Sendable {
         return true
     }
 
-    private func signalChange() {
+    func signalChange() {
         changed.lock()
         changed.broadcast()
         changed.unlock()
@@ -387,10 +397,12 @@ final class SessionManager: @unchecked Sendable {
     }
 
     private func statusChanged(_ id: String, _ s: SessionStatus) {
+        var firstReady = false
         let rec: SessionRecord? = live.withLock { l in
             guard var r = l[id] else { return nil }
             r.status = s.rawValue
             if s == .ready && r.readyAt == nil {
+                firstReady = true
                 let t = SessionManager.now()
                 r.readyAt = t
                 let secs = Double(t - r.createdAt) / 1000
@@ -405,6 +417,11 @@ final class SessionManager: @unchecked Sendable {
         }
         if let rec { store.write([.putSession(rec)]) { _ in } }
         signalChange()
+        if s == .ready, let port = runners[id]?.port { ports.withLock { $0[id] = port } }
+        // Lifecycle events in the transcript (not the busy ⇄ ready of every command).
+        if rec != nil, firstReady || s == .stopping {
+            appendTranscript(id, [TranscriptItem(kind: "event", level: "info", text: "status \(s.rawValue)", dataJSON: #"{"status":"\#(s.rawValue)"}"#)])
+        }
         if s == .ready, let rec, !structureSent.contains(id), let port = runners[id]?.port {
             if let pdb = rec.pdbID {
                 structureSent.insert(id)
@@ -431,11 +448,8 @@ final class SessionManager: @unchecked Sendable {
                 if r.structureSource == "pdb" { r.structureFormat = error == nil ? "mmcif" : nil }
                 r.structureOpenError = error ?? ""
             }
-            let t = SessionManager.now()
-            let order = (store.read { $0.transcripts[id]?.count } ?? 0) + 1
-            store.write([.appendTranscript(TranscriptEntry(sessionID: id, order: order, timestamp: t, kind: "command", level: "info", text: command)),
-                         .appendTranscript(TranscriptEntry(sessionID: id, order: order + 1, timestamp: t, kind: "reply",
-                                                           level: error == nil ? "info" : "error", text: error ?? "ok"))]) { _ in }
+            appendTranscript(id, [TranscriptItem(kind: "command", level: "info", text: command),
+                                  TranscriptItem(kind: "reply", level: error == nil ? "info" : "error", text: error ?? "ok")])
             if let error { logger.warning("structure did not open", [("SESSION_ID", id), ("error", error)]) }
             reactor.execute { [self] in runners[id]?.commandFinished() }
         }
@@ -462,13 +476,22 @@ final class SessionManager: @unchecked Sendable {
         if !survivors.isEmpty {
             logger.error("processes of an ended session survived SIGKILL", [("SESSION_ID", id), ("pids", survivors.map(String.init).joined(separator: ","))])
         }
-        var m: [Mutation] = [.putSession(rec)]
-        if s == .failed && !tail.isEmpty {
-            let order = (store.read { $0.transcripts[id]?.count } ?? 0) + 1
-            m.append(.appendTranscript(TranscriptEntry(sessionID: id, order: order, timestamp: rec.endedAt!, kind: "event", level: "error",
-                                                       text: "ChimeraX stderr (last lines):\n" + tail.joined(separator: "\n"))))
+        // The last output, then the end, in the transcript.
+        if let blocks = logBlocks.removeValue(forKey: id) {
+            var b = blocks
+            if let x = b.out.flush() { appendTranscript(id, [TranscriptItem(kind: "log", level: x.level, text: x.text)]) }
+            if let x = b.err.flush() { appendTranscript(id, [TranscriptItem(kind: "log", level: "warning", text: x.text, dataJSON: #"{"stream":"stderr"}"#)]) }
         }
-        store.write(m) { [self] _ in
+        var items = [TranscriptItem(kind: "event", level: s == .failed ? "error" : "info", text: "status \(s.rawValue) (\(reason.rawValue))",
+                                    dataJSON: #"{"status":"\#(s.rawValue)","termination_reason":"\#(reason.rawValue)"}"#)]
+        if s == .failed && !tail.isEmpty {
+            items.insert(TranscriptItem(kind: "event", level: "error", text: "ChimeraX stderr (last lines):\n" + tail.joined(separator: "\n")), at: 0)
+        }
+        appendTranscript(id, items)
+        ports.withLock { _ = $0.removeValue(forKey: id) }
+        lanes.withLock { _ = $0.removeValue(forKey: id) }
+        transcriptNext.withLock { _ = $0.removeValue(forKey: id) }
+        store.write([.putSession(rec)]) { [self] _ in
             // Persisted (or failed: the record is still in memory until here): now the live entry goes.
             live.withLock { l in
                 _ = l.removeValue(forKey: id)

@@ -241,15 +241,19 @@ struct SessionRoutes {
             responses: [("200", "the final session with documents_removed"), ("403", "forbidden"), ("404", "session_not_found")])) { req throws(Problem) in
             let rec = try owned(req)
             var removed = 0
-            if !rec.isEnded {
-                removed = ((try? FileManager.default.contentsOfDirectory(atPath: rec.directory)) ?? []).filter { !["home", "start", "tmp"].contains($0) }.count
+            if !rec.isEnded || rec.status == "finalized" {
+                removed = SessionManager.documents(in: rec.directory).count
             }
             let c = state.configuration
             let final = manager.stop(rec.id, reason: .userRequest, wait: Double(c.stopGrace) + 5) ?? rec
+            // A finalized session kept its documents; deleting it removes them (the record stays).
+            if rec.status == "finalized" { manager.removeDocuments(of: rec) }
             guard case .object(var members) = sessionJSON(final, c) else { return Response(status: 500) }
             members.append(("documents_removed", .int(final.isEnded ? removed : 0)))
             return Response.json(.object(members))
         }
+
+        registerWork(on: &router, access: access, owned: owned)
 
         for method in [HTTPMethod.PUT, .POST] {
             router.add(method, "/api/sessions/{id}/heartbeat", doc: RouteDoc(

@@ -23,6 +23,8 @@ public final class ChimeraXProcess: @unchecked Sendable {
 
     /// Called for every complete stdout line (`stderr: false`) or stderr line.
     public var onLine: ((String, _ stderr: Bool) -> Void)?
+    /// Called when a stream has no more output for now (`stderr` true for stderr): a log block may end here.
+    public var onDrained: ((_ stderr: Bool) -> Void)?
     /// Called once when the process has exited and been reaped.
     public var onExit: ((ProcessExit) -> Void)?
 
@@ -102,7 +104,11 @@ public final class ChimeraXProcess: @unchecked Sendable {
                 for l in lines { onLine?(l, isErr) }
                 continue
             }
-            if n < 0 && (errno == EAGAIN || errno == EINTR) { return }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && errno == EAGAIN {
+                onDrained?(isErr)
+                return
+            }
             // End of output (or an error): stop watching; the exit comes through the pidfd.
             reactor.unwatch(fd)
             close(fd)
@@ -113,6 +119,7 @@ public final class ChimeraXProcess: @unchecked Sendable {
                 if let l = stdout.flush() { onLine?(l, false) }
                 stdoutFD = -1
             }
+            onDrained?(isErr)
             return
         }
     }

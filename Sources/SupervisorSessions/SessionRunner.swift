@@ -19,6 +19,8 @@ public final class SessionRunner: @unchecked Sendable {
     /// survived SIGKILL (should be none).
     public var onEnded: ((SessionStatus, TerminationReason, ProcessExit?, [String], [pid_t]) -> Void)?
     public var onLine: ((String, Bool) -> Void)?
+    /// A stream paused (stderr: true for stderr).
+    public var onDrained: ((Bool) -> Void)?
 
     public var status: SessionStatus { lifecycle.status }
     public var port: UInt16? { lifecycle.port }
@@ -41,6 +43,7 @@ public final class SessionRunner: @unchecked Sendable {
                 perform(lifecycle.handle(.portAnnounced(port: p, at: Reactor.now())))
             }
         }
+        process.onDrained = { [weak self] isErr in self?.onDrained?(isErr) }
         process.onExit = { [weak self] e in
             guard let self else { return }
             // OOM: the kernel's SIGKILL while the memory limit was reached is reported by the accounting

@@ -342,13 +342,16 @@ public enum Mutation: Sendable, Equatable {
     case appendTranscript(TranscriptEntry)
     /// Removes the transcript of a session, keeping the record.
     case deleteTranscript(sessionID: String)
+    /// Removes the entries of a session's transcript before `order` (the per-session bound).
+    case trimTranscript(sessionID: String, before: Int)
     /// Writes nothing of substance; used to probe whether the disk takes writes again.
     case noop
 
     /// Record type bytes. Never reuse a number.
     enum Kind: UInt8 {
         case noop = 0, putUser = 1, deleteUser = 2, putDeviceSession = 3, deleteDeviceSession = 4, putAnonymousSession = 5,
-            deleteAnonymousSession = 6, putSession = 7, deleteSession = 8, appendTranscript = 9, deleteTranscript = 10
+            deleteAnonymousSession = 6, putSession = 7, deleteSession = 8, appendTranscript = 9, deleteTranscript = 10,
+            trimTranscript = 11
     }
 
     /// `kind byte · fields`.
@@ -366,6 +369,10 @@ public enum Mutation: Sendable, Equatable {
         case .deleteSession(let id): kind = .deleteSession; w.field(1, id)
         case .appendTranscript(let t): kind = .appendTranscript; t.encode(&w)
         case .deleteTranscript(let id): kind = .deleteTranscript; w.field(1, id)
+        case .trimTranscript(let id, let before):
+            kind = .trimTranscript
+            w.field(1, id)
+            w.field(2, before)
         case .noop: kind = .noop
         }
         out.append(kind.rawValue)
@@ -391,6 +398,7 @@ public enum Mutation: Sendable, Equatable {
         case .deleteSession: return .deleteSession(id: try r.required(1, "id"))
         case .appendTranscript: return .appendTranscript(try TranscriptEntry(r))
         case .deleteTranscript: return .deleteTranscript(sessionID: try r.required(1, "session id"))
+        case .trimTranscript: return .trimTranscript(sessionID: try r.required(1, "session id"), before: Int(r.int(2, default: 0)))
         }
     }
 }

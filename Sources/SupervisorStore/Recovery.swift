@@ -13,7 +13,9 @@ public struct StoreFormat: Sendable {
     }
 
     /// The format this build writes. Version 1 is the first; add an upgrade step with every increase.
-    public static let current = StoreFormat(version: 1)
+    /// Version 2 added the record type `trimTranscript` (11); version 1 records are valid version 2 records
+    /// unchanged, and the bump keeps a version 1 program from reading a file it would call damaged.
+    public static let current = StoreFormat(version: 2, upgrades: [1: { $0 }])
 
     func upgrade(_ record: ArraySlice<UInt8>, from v: UInt32) -> [UInt8] {
         var r = Array(record)

@@ -160,6 +160,13 @@ public struct StoreState: Sendable {
             transcripts[t.sessionID, default: []].append(t)
         case .deleteTranscript(let id):
             transcripts[id] = nil
+        case .trimTranscript(let id, let before):
+            // Entries are appended in order: the ones to drop are a prefix.
+            if let list = transcripts[id], let keep = list.firstIndex(where: { $0.order >= before }) {
+                if keep > 0 { transcripts[id]!.removeFirst(keep) }
+            } else if transcripts[id] != nil {
+                transcripts[id] = nil
+            }
         }
     }
 

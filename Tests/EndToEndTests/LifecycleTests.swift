@@ -106,6 +106,8 @@ struct LifecycleTests {
             ([], ["CHIMERAX_SUPERVISOR_MEMORY_MAX": "4Q"], "CHIMERAX_SUPERVISOR_MEMORY_MAX"),
             (["--frobnicate"], [:], "--frobnicate"),
             (["--chimerax", "/no/such/ChimeraX"], [:], "--chimerax"),
+            (["--command-allow", "view", "--command-allow", "alias"], [:], "--command-allow"),
+            (["--command-allow", "View!"], [:], "--command-allow"),
         ]
         for (args, env, needle) in cases {
             var e = ProcessInfo.processInfo.environment

@@ -4,11 +4,11 @@ import TestSupport
 import Testing
 
 /// The stand-in ChimeraX of this repository.
-private let standIn = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+let standIn = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     .appendingPathComponent("Fixtures/chimerax-standin/ChimeraX").path
 
 /// A daemon with the stand-in, a user "ann" (and "ben") logged in.
-private final class SessionFixture {
+final class SessionFixture {
     let state: String
     var daemon: DaemonProcess
     let ann: String

@@ -72,10 +72,23 @@ struct CodecTests {
         }
     }
 
+    @Test func trimmingATranscriptDropsExactlyTheEntriesBeforeTheOrderGiven() {
+        var state = StoreState()
+        for o in 1...10 { state.apply(.appendTranscript(TranscriptEntry(sessionID: "s", order: o, timestamp: 0, kind: "log", level: "info", text: "\(o)"))) }
+        state.apply(.trimTranscript(sessionID: "s", before: 4))
+        #expect(state.transcripts["s"]?.map(\.order) == Array(4...10))
+        state.apply(.trimTranscript(sessionID: "s", before: 1))
+        #expect(state.transcripts["s"]?.count == 7, "nothing before 1")
+        state.apply(.trimTranscript(sessionID: "other", before: 5))
+        #expect(state.transcripts["other"] == nil)
+        state.apply(.trimTranscript(sessionID: "s", before: 11))
+        #expect(state.transcripts["s"] == nil, "everything dropped")
+    }
+
     @Test func everyMutationRoundTrips() throws {
         for full in [true, false] {
             for m in sampleMutations(7, full: full) + [.deleteUser(id: "u"), .deleteDeviceSession(id: "d"), .deleteAnonymousSession(id: "a"),
-                                                       .deleteSession(id: "s"), .deleteTranscript(sessionID: "s"), .noop] {
+                                                       .deleteSession(id: "s"), .deleteTranscript(sessionID: "s"), .trimTranscript(sessionID: "s", before: 42), .noop] {
                 var bytes: [UInt8] = []
                 m.encode(into: &bytes)
                 #expect(try Mutation.decode(bytes[...]) == m)

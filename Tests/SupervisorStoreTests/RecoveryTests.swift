@@ -120,7 +120,9 @@ struct RecoveryTests {
             switch Int.random(in: 0..<10, using: &rng) {
             case 0: m = [.deleteUser(id: "u\(Int.random(in: 0..<n + 1, using: &rng))")]
             case 1: m = [.deleteSession(id: "s\(Int.random(in: 0..<n + 1, using: &rng))")]
-            case 2: m = [.deleteTranscript(sessionID: "s\(Int.random(in: 0..<n + 1, using: &rng))")]
+            case 2:
+                let s = "s\(Int.random(in: 0..<n + 1, using: &rng))"
+                m = n % 2 == 0 ? [.deleteTranscript(sessionID: s)] : [.trimTranscript(sessionID: s, before: Int.random(in: 0..<4, using: &rng))]
             case 3: m = [.deleteDeviceSession(id: "d\(Int.random(in: 0..<n + 1, using: &rng))"), .deleteAnonymousSession(id: "a\(n / 2)")]
             default: m = sampleMutations(n % 150, full: n % 3 == 0)
             }

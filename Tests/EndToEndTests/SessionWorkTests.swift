@@ -1,0 +1,145 @@
+import Foundation
+import Glibc
+import TestSupport
+import Testing
+
+/// Commands, transcript, documents and finalize against the built daemon and the stand-in ChimeraX.
+@Suite("Working inside a session", .serialized)
+struct SessionWorkTests {
+    func command(_ f: SessionFixture, _ id: String, _ c: String, as token: String? = nil) throws -> RawResponse {
+        let body = String(decoding: try JSONSerialization.data(withJSONObject: ["command": c]), as: UTF8.self)
+        return try f.call("POST", "/api/sessions/\(id)/commands", as: token, body: body)
+    }
+
+    func readySession(_ f: SessionFixture) throws -> String {
+        let id = try #require(try f.create()["id"] as? String)
+        _ = try f.waitFor(id, status: "ready")
+        return id
+    }
+
+    @Test func commandsAnswerInTheAPIShapeAndTheTranscriptKeepsTheirOrder() throws {
+        let f = try SessionFixture()
+        let id = try readySession(f)
+        let ok = try command(f, id, "info models")
+        #expect(ok.status == 200, "\(ok.text)")
+        #expect(ok.json["ok"] as? Bool == true && ok.json["id"] as? String == id && ok.json["command"] as? String == "info models")
+        #expect(ok.json["error"] is NSNull && ok.json["json_values"] is [Any] && ok.json["duration_ms"] is NSNumber)
+        #expect(((ok.json["log"] as? [String: Any])?["note"] as? [String]) == ["0 models\n"], "\(ok.text)")
+        #expect(ok.header("ratelimit") != nil)
+
+        let failing = try command(f, id, "open missing.pdb")
+        #expect(failing.status == 200 && failing.json["ok"] as? Bool == false)
+        let err = try #require(failing.json["error"] as? [String: Any])
+        #expect(err["type"] as? String == "UserError" && (err["message"] as? String ?? "").contains("No such file"))
+
+        #expect(try command(f, id, "version; view").json["ok"] as? Bool == true)
+
+        // The transcript: lifecycle event, log blocks, then each command and its reply in order.
+        let all = try f.call("GET", "/api/sessions/\(id)/messages?limit=200")
+        #expect(all.status == 200)
+        let items = try #require(all.json["items"] as? [[String: Any]])
+        let orders = items.compactMap { $0["order"] as? Int }
+        #expect(orders == orders.sorted() && Set(orders).count == orders.count)
+        let commands = items.filter { $0["kind"] as? String == "command" }.compactMap { $0["text"] as? String }
+        #expect(commands == ["info models", "open missing.pdb", "version; view"], "\(commands)")
+        // ChimeraX's own log of a command comes between it and its reply; commands and replies alternate.
+        let exchange = items.compactMap { $0["kind"] as? String }.filter { $0 == "command" || $0 == "reply" }
+        #expect(exchange == ["command", "reply", "command", "reply", "command", "reply"], "\(exchange)")
+        #expect(items.contains { $0["kind"] as? String == "event" && ($0["text"] as? String ?? "").contains("ready") })
+        #expect(items.contains { $0["kind"] as? String == "log" && ($0["text"] as? String ?? "").contains("REST server started") },
+                "ChimeraX's stdout log is in the transcript")
+        #expect(all.json["total_count"] as? Int == items.count)
+
+        let page = try f.call("GET", "/api/sessions/\(id)/messages?limit=2&offset=1&sort_order=desc")
+        let pageItems = try #require(page.json["items"] as? [[String: Any]])
+        #expect(pageItems.compactMap { $0["order"] as? Int } == Array(orders.reversed()[1...2]))
+        #expect(page.json["next_offset"] as? Int == 3 && page.json["prev_offset"] as? Int == 0)
+        #expect(try f.call("GET", "/api/sessions/\(id)/messages?sort_by=level").status == 400)
+        #expect(try f.call("GET", "/api/sessions/\(id)/messages?sort_order=up").status == 400)
+        #expect(try f.call("GET", "/api/sessions/\(id)/messages?sort_by=timestamp").status == 200)
+        #expect(try f.call("GET", "/api/sessions/\(id)/messages", as: f.ben).status == 403)
+        #expect(try f.call("GET", "/api/sessions/\(UUID().uuidString.lowercased())/messages").status == 404)
+    }
+
+    @Test func everyRefusedFormIs403AndReachesNothing() throws {
+        let f = try SessionFixture()
+        let id = try readySession(f)
+        let outside = f.state + "/escape.png"
+        for c in ["runscript evil.py", "exit", "view; exit", "view ;exit", "alias x exit", "perframe \"exit\"", "time view", "open evil.py",
+                  "open evil.cxc", "open x.pdb format python", "open x.pdb format cmd", "open http://example.org/x.pdb", "save ../../escape.png",
+                  "save \(outside)", "save evil.py", "info models saveFile /tmp/x", "remotecontrol rest stop", "cd /", "frobnicate",
+                  "view\nexit"] {
+            let r = try command(f, id, c)
+            #expect(r.status == 403 && r.json["code"] as? String == "command_not_allowed", "\(c): \(r.status) \(r.text)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: outside))
+        // None of them reached ChimeraX: it still runs and answers.
+        #expect(try f.call("GET", "/api/sessions/\(id)").json["status"] as? String == "ready")
+        #expect(try command(f, id, "version").json["ok"] as? Bool == true)
+        // Refusals are in the transcript, marked.
+        let items = try f.call("GET", "/api/sessions/\(id)/messages?limit=200").json["items"] as? [[String: Any]] ?? []
+        #expect(items.contains { $0["text"] as? String == "runscript evil.py" && $0["level"] as? String == "error" })
+        // Another user, an unknown session, bad bodies.
+        #expect(try command(f, id, "version", as: f.ben).status == 403)
+        #expect(try command(f, UUID().uuidString.lowercased(), "version").status == 404)
+        #expect(try f.call("POST", "/api/sessions/\(id)/commands", body: #"{"command":7}"#).status == 400)
+        #expect(try f.call("POST", "/api/sessions/\(id)/commands", body: #"{"command":"view","x":1}"#).status == 400)
+        #expect(try f.call("POST", "/api/sessions/\(id)/commands", body: #"{"command":"   "}"#).status == 400)
+    }
+
+    @Test func aSavedImageIsADocumentThatDownloadsAndNothingElseIsReachable() throws {
+        let f = try SessionFixture()
+        let id = try readySession(f)
+        #expect(try command(f, id, "save image.png width 64 height 64").json["ok"] as? Bool == true)
+        let docs = try f.call("GET", "/api/sessions/\(id)/documents")
+        let items = try #require(docs.json["items"] as? [[String: Any]])
+        let image = try #require(items.first { $0["name"] as? String == "image.png" }, "\(docs.text)")
+        #expect(image["media_type"] as? String == "image/png" && (image["size_bytes"] as? Int ?? 0) > 8 && image["created_at"] is String)
+        #expect(!items.contains { ["home", "start", "tmp"].contains($0["name"] as? String ?? "") }, "directories are not documents")
+        let got = try f.call("GET", "/api/sessions/\(id)/documents/image.png")
+        #expect(got.status == 200 && got.header("content-type") == "image/png")
+        #expect(Array(got.body.prefix(8)) == [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
+        #expect(got.header("content-disposition") == "attachment; filename=\"image.png\"")
+        for bad in ["..%2F..%2Fstate%2Fstore.log", "%2Fetc%2Fpasswd", "home", ".hidden", "nosuch.png", "..", "%2E%2E"] {
+            #expect(try f.call("GET", "/api/sessions/\(id)/documents/\(bad)").status == 404, "\(bad)")
+        }
+        // A link planted in the directory is not followed.
+        let dir = f.state + "/sessions/" + id
+        symlink("/etc/passwd", dir + "/passwd.png")
+        #expect(try f.call("GET", "/api/sessions/\(id)/documents/passwd.png").status == 404)
+        #expect(try f.call("GET", "/api/sessions/\(id)/documents", as: f.ben).status == 403)
+        // After termination the files are gone.
+        _ = try f.call("DELETE", "/api/sessions/\(id)")
+        #expect(try f.call("GET", "/api/sessions/\(id)/documents").status == 410)
+        #expect(try f.call("GET", "/api/sessions/\(id)/documents/image.png").status == 410)
+    }
+
+    @Test func finalizeSavesASessionFileAndKeepsTheDocuments() throws {
+        let f = try SessionFixture()
+        let id = try readySession(f)
+        #expect(try command(f, id, "save view.png").status == 200)
+        let r = try f.call("POST", "/api/sessions/\(id)/finalize")
+        #expect(r.status == 200 && r.json["status"] as? String == "finalized" && r.json["termination_reason"] as? String == "finalized", "\(r.text)")
+        let names = (try f.call("GET", "/api/sessions/\(id)/documents").json["items"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+        #expect(names.contains("session.cxs") && names.contains("view.png"), "\(names)")
+        let cxs = try f.call("GET", "/api/sessions/\(id)/documents/session.cxs")
+        #expect(cxs.status == 200 && String(decoding: cxs.body, as: UTF8.self).hasPrefix("# ChimeraX Session"))
+        #expect(f.standIns().isEmpty)
+        #expect(try command(f, id, "version").status == 410, "no commands after the end")
+        #expect(try f.call("POST", "/api/sessions/\(id)/finalize").status == 410)
+        // Deleting a finalized session removes its documents; the record stays finalized.
+        let del = try f.call("DELETE", "/api/sessions/\(id)")
+        #expect(del.json["status"] as? String == "finalized" && del.json["documents_removed"] as? Int == 2, "\(del.text)")
+        #expect(!FileManager.default.fileExists(atPath: f.state + "/sessions/" + id))
+    }
+
+    @Test func aCommandThatOutlastsItsTimeoutIs504AndTheNextOneWorks() throws {
+        let f = try SessionFixture(["--command-timeout", "1"])
+        let id = try readySession(f)
+        let slow = try command(f, id, "wait 90")   // 1.5 s in the stand-in
+        #expect(slow.status == 504 && slow.json["code"] as? String == "command_timeout", "\(slow.text)")
+        let next = try command(f, id, "version")
+        #expect(next.status == 200 && next.json["ok"] as? Bool == true, "\(next.text)")
+        #expect(try f.call("GET", "/api/sessions/\(id)").json["status"] as? String == "ready")
+    }
+}
