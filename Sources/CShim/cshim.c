@@ -16,6 +16,11 @@
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <net/if.h>
+#include <pthread.h>
+#include <sys/prctl.h>
 
 int cshim_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 
@@ -142,6 +147,112 @@ int cshim_spawn(pid_t *pid, const char *path, char *const argv[], char *const en
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
     return rc;
+}
+
+/* The child side of cshim_spawn_session: only system calls between fork and exec (the parent has threads).
+   Reports an errno through `report` (close-on-exec: a successful exec closes it with nothing written). */
+static void session_child(int report, const char *path, char *const argv[], char *const envp[], const char *cwd,
+                          int in_fd, int out_fd, int err_fd, int new_netns) {
+    int e = 0;
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int s = 1; s < NSIG; s++) sigaction(s, &dfl, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    if (setpgid(0, 0) != 0) { e = errno; goto fail; }
+    /* Capabilities the daemon was given (CAP_SYS_ADMIN, for the namespaces) do not pass to ChimeraX. */
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    if (new_netns && unshare(CLONE_NEWNET) != 0) { e = errno; goto fail; }
+    if (new_netns) {
+        int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (s < 0) { e = errno; goto fail; }
+        struct ifreq ifr;
+        memset(&ifr, 0, sizeof ifr);
+        strcpy(ifr.ifr_name, "lo");
+        if (ioctl(s, SIOCGIFFLAGS, &ifr) != 0) { e = errno; close(s); goto fail; }
+        ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+        if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0) { e = errno; close(s); goto fail; }
+        close(s);
+    }
+    if (in_fd >= 0 && dup2(in_fd, 0) < 0) { e = errno; goto fail; }
+    if (out_fd >= 0 && dup2(out_fd, 1) < 0) { e = errno; goto fail; }
+    if (err_fd >= 0 && dup2(err_fd, 2) < 0) { e = errno; goto fail; }
+    if (cwd && chdir(cwd) != 0) { e = errno; goto fail; }
+    /* Every other descriptor closes at exec (the report pipe included). */
+    if (syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */) != 0) {
+        for (int fd = 3; fd < 65536; fd++) if (fd != report) fcntl(fd, F_SETFD, FD_CLOEXEC);
+    }
+    execve(path, argv, envp);
+    e = errno;
+fail:
+    (void)!write(report, &e, sizeof e);
+    _exit(127);
+}
+
+int cshim_spawn_session(pid_t *pid, const char *path, char *const argv[], char *const envp[], const char *cwd,
+                        int in_fd, int out_fd, int err_fd, int new_netns) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) return errno;
+    pid_t c = fork();
+    if (c < 0) {
+        int e = errno;
+        close(p[0]);
+        close(p[1]);
+        return e;
+    }
+    if (c == 0) {
+        close(p[0]);
+        session_child(p[1], path, argv, envp, cwd, in_fd, out_fd, err_fd, new_netns);
+    }
+    close(p[1]);
+    int e = 0;
+    ssize_t n;
+    do { n = read(p[0], &e, sizeof e); } while (n < 0 && errno == EINTR);
+    close(p[0]);
+    if (n == (ssize_t)sizeof e && e != 0) {
+        int st;
+        while (waitpid(c, &st, 0) < 0 && errno == EINTR) {}
+        return e;
+    }
+    *pid = c;
+    return 0;
+}
+
+int cshim_netns_available(void) {
+    pid_t c = fork();
+    if (c < 0) return 0;
+    if (c == 0) _exit(unshare(CLONE_NEWNET) == 0 ? 0 : 1);
+    int st = 0;
+    while (waitpid(c, &st, 0) < 0) {
+        if (errno != EINTR) return 0;
+    }
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+struct netns_socket_job {
+    int nsfd, domain, type, result;
+};
+
+static void *netns_socket_thread(void *arg) {
+    struct netns_socket_job *j = arg;
+    if (setns(j->nsfd, CLONE_NEWNET) != 0) {
+        j->result = -errno;
+        return NULL;
+    }
+    int s = socket(j->domain, j->type | SOCK_CLOEXEC, 0);
+    j->result = s >= 0 ? s : -errno;
+    return NULL;
+}
+
+int cshim_socket_in_netns(int nsfd, int domain, int type) {
+    struct netns_socket_job j = {nsfd, domain, type, -EINVAL};
+    pthread_t t;
+    int rc = pthread_create(&t, NULL, netns_socket_thread, &j);
+    if (rc != 0) return -rc;
+    pthread_join(t, NULL);
+    return j.result;
 }
 
 /* CRC-32C: RFC 3720 appendix B.4 polynomial 0x1EDC6F41 (reflected 0x82F63B78). Hardware (SSE 4.2 crc32

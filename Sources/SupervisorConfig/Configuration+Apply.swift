@@ -155,6 +155,12 @@ extension Configuration {
         commandQuota = try count("command-quota", commandQuota, minimum: 1, maximum: 100_000_000)
         poolSize = try count("pool-size", poolSize, maximum: 1000)
         commandTimeout = try seconds("command-timeout", commandTimeout)
+        if let (v, src) = try parse("rest-isolation", { (s: String) throws(ConfigError) -> String in try Configuration.choice(s, ["auto", "netns", "none"]) }) {
+            restIsolation = v
+            record("rest-isolation", v, src)
+        } else {
+            record("rest-isolation", restIsolation, .defaultValue)
+        }
         transcriptMax = try count("transcript-max", transcriptMax, minimum: 10, maximum: 10_000_000)
         if let r = raw["command-allow"] {
             for n in r.values where n.isEmpty || !n.utf8.allSatisfy({ ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 95 }) {

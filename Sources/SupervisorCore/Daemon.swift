@@ -37,6 +37,15 @@ public final class Daemon {
             logger.error("--command-allow names commands that can never be allowed", [("commands", refused)])
             return 2
         }
+        if c.restIsolation != "none" && !NetworkNamespace.available {
+            let why = "network namespaces cannot be made here (needs root or CAP_SYS_ADMIN)"
+            if c.restIsolation == "netns" {
+                logger.error("--rest-isolation netns: \(why)")
+                return 2
+            }
+            logger.warning("\(why): each ChimeraX REST port is on the host's loopback, where any local process can reach it; "
+                + "set --rest-isolation none to accept that without this warning, or netns to refuse to start without isolation")
+        }
         raiseDescriptorLimit()
         do {
             try makePrivateDirectory(c.stateDir)

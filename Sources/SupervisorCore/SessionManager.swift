@@ -45,8 +45,16 @@ final class SessionManager: @unchecked Sendable {
         var usage = TreeUsage()
         var tracked: [pid_t: UInt64] = [:]
     }
-    /// The REST port of each ready session (set on the reactor when it becomes ready).
-    let ports = Mutex<[String: UInt16]>([:])
+    /// Where each ready session's REST server answers (set on the reactor when it becomes ready).
+    let endpoints = Mutex<[String: RESTEndpoint]>([:])
+    /// Each ChimeraX in a network namespace of its own (--rest-isolation).
+    let isolateNetwork: Bool
+
+    struct RESTEndpoint {
+        let port: UInt16
+        /// Holds the namespace open while a request uses it.
+        let namespace: NetworkNamespace?
+    }
     /// One command at a time per session, and how many wait.
     let lanes = Mutex<[String: CommandLane]>([:])
     /// The next transcript order of each session that has written one in this run.
@@ -95,6 +103,8 @@ final class SessionManager: @unchecked Sendable {
         self.store = store
         self.logger = logger
         self.configuration = configuration
+        let isolation = configuration().restIsolation
+        isolateNetwork = isolation == "netns" || (isolation == "auto" && NetworkNamespace.available)
         reactor = try Reactor()
         reactor.start(name: "supervision")
         reactor.execute { [self] in scheduleSample() }
@@ -242,7 +252,7 @@ final class SessionManager: @unchecked Sendable {
         let process: ChimeraXProcess
         do {
             process = try ChimeraXProcess(executable: chimerax, arguments: ["--nogui", "--offscreen", "--cmd", "remotecontrol rest start port 0 json true"],
-                                          environment: env, directory: dir, reactor: reactor)
+                                          environment: env, directory: dir, isolateNetwork: isolateNetwork, reactor: reactor)
         } catch {
             rec.status = "failed"
             rec.terminationReason = "crashed"
@@ -417,41 +427,45 @@ final class SessionManager: @unchecked Sendable {
         }
         if let rec { store.write([.putSession(rec)]) { _ in } }
         signalChange()
-        if s == .ready, let port = runners[id]?.port { ports.withLock { $0[id] = port } }
+        if s == .ready, let r = runners[id], let port = r.port {
+            endpoints.withLock { $0[id] = RESTEndpoint(port: port, namespace: r.process.network) }
+        }
         // Lifecycle events in the transcript (not the busy ⇄ ready of every command).
         if rec != nil, firstReady || s == .stopping {
             appendTranscript(id, [TranscriptItem(kind: "event", level: "info", text: "status \(s.rawValue)", dataJSON: #"{"status":"\#(s.rawValue)"}"#)])
         }
-        if s == .ready, let rec, !structureSent.contains(id), let port = runners[id]?.port {
+        if s == .ready, let rec, !structureSent.contains(id) {
             if let pdb = rec.pdbID {
                 structureSent.insert(id)
-                openStructure(id, command: "open \(pdb)", port: port)
+                openStructure(id, command: "open \(pdb)")
             } else if rec.structureSource == "upload", let stored = uploadNames[id] {
                 structureSent.insert(id)
-                openStructure(id, command: "open \(stored)", port: port)
+                openStructure(id, command: "open \(stored)")
             }
         }
     }
 
-    /// Sends `open …` over REST (off the reactor) and records ChimeraX's answer.
-    private func openStructure(_ id: String, command: String, port: UInt16) {
-        reactor.execute { [self] in runners[id]?.commandStarted() }
-        let q = command.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
+    /// Sends `open …` through the session's command lane (off the reactor; ahead of any user command) and
+    /// records ChimeraX's answer in the record (the transcript has the command and reply).
+    private func openStructure(_ id: String, command: String) {
         DispatchQueue.global().async { [self] in
-            let t0 = Date()
-            let reply = RESTClient.get(port: port, path: "/run?command=\(q)", timeout: 120)
-            logger.debug("structure command answered", [("SESSION_ID", id), ("seconds", String(format: "%.3f", Date().timeIntervalSince(t0)))])
-            let body = reply.flatMap { try? JSONSerialization.jsonObject(with: Data($0.body)) as? [String: Any] }
-            let error = (body?["error"] as? [String: Any])?["message"] as? String ?? (reply == nil ? "ChimeraX did not answer" : nil)
+            let error: String?
+            do throws(CommandFailure) {
+                let outcome = try runCommand(id, command, caller: nil, trusted: true)
+                error = outcome.ok ? nil : outcome.error["message"]?.stringValue ?? "error"
+            } catch let failure {
+                switch failure {
+                case .timeout(let s): error = "ChimeraX did not answer within \(s) s"
+                case .ended, .notFound: return
+                default: error = "ChimeraX did not answer (\(failure))"
+                }
+            }
             _ = update(id) { r in
                 // ChimeraX fetches PDB ids as mmCIF.
                 if r.structureSource == "pdb" { r.structureFormat = error == nil ? "mmcif" : nil }
                 r.structureOpenError = error ?? ""
             }
-            appendTranscript(id, [TranscriptItem(kind: "command", level: "info", text: command),
-                                  TranscriptItem(kind: "reply", level: error == nil ? "info" : "error", text: error ?? "ok")])
             if let error { logger.warning("structure did not open", [("SESSION_ID", id), ("error", error)]) }
-            reactor.execute { [self] in runners[id]?.commandFinished() }
         }
     }
 
@@ -488,7 +502,7 @@ final class SessionManager: @unchecked Sendable {
             items.insert(TranscriptItem(kind: "event", level: "error", text: "ChimeraX stderr (last lines):\n" + tail.joined(separator: "\n")), at: 0)
         }
         appendTranscript(id, items)
-        ports.withLock { _ = $0.removeValue(forKey: id) }
+        endpoints.withLock { _ = $0.removeValue(forKey: id) }
         lanes.withLock { _ = $0.removeValue(forKey: id) }
         transcriptNext.withLock { _ = $0.removeValue(forKey: id) }
         store.write([.putSession(rec)]) { [self] _ in

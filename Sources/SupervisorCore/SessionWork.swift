@@ -112,7 +112,7 @@ extension SessionManager {
             throw .ended(r.status)
         }
         if let caller, !caller.mayActOn(ownerType: rec.ownerType, ownerID: rec.ownerID) { throw .forbidden }
-        guard rec.status == "ready" || rec.status == "busy", let port = ports.withLock({ $0[id] }) else { throw .notReady(rec.status) }
+        guard rec.status == "ready" || rec.status == "busy", let endpoint = endpoints.withLock({ $0[id] }) else { throw .notReady(rec.status) }
         if !trusted, let refusal = policy().check(text, directory: rec.directory) {
             appendTranscript(id, [TranscriptItem(kind: "command", level: "error", text: text,
                                                  dataJSON: JSON.object([("refused", .string(refusal.reason))]).serializedString())])
@@ -138,7 +138,8 @@ extension SessionManager {
         defer { reactor.execute { [self] in runners[id]?.commandFinished() } }
         appendTranscript(id, [TranscriptItem(kind: "command", level: "info", text: text)])
         let left = Double(timeout) - Date().timeIntervalSince(start)
-        guard left > 0, let reply = RESTClient.get(port: port, path: "/run?command=" + SessionManager.queryEncode(text), timeout: left) else {
+        guard left > 0, let reply = RESTClient.get(port: endpoint.port, path: "/run?command=" + SessionManager.queryEncode(text), timeout: left,
+                                                      namespace: endpoint.namespace) else {
             let timedOut = Date().timeIntervalSince(start) >= Double(timeout) - 0.05
             appendTranscript(id, [TranscriptItem(kind: "reply", level: "error", text: timedOut ? "no answer within \(timeout) s" : "ChimeraX did not answer")])
             if timedOut { throw .timeout(timeout) }

@@ -34,8 +34,14 @@ public final class ChimeraXProcess: @unchecked Sendable {
         public var description: String { "\(what): \(String(cString: strerror(errno)))" }
     }
 
-    /// Starts `executable` with `arguments` in `directory`, environment exactly `environment`.
-    public init(executable: String, arguments: [String], environment: [String: String], directory: String, reactor: Reactor) throws {
+    /// The network namespace the process runs in when it was isolated (its REST port is reachable only
+    /// through it), else nil.
+    public let network: NetworkNamespace?
+
+    /// Starts `executable` with `arguments` in `directory`, environment exactly `environment`; with
+    /// `isolateNetwork`, in a network namespace of its own with only loopback.
+    public init(executable: String, arguments: [String], environment: [String: String], directory: String, isolateNetwork: Bool = false,
+                reactor: Reactor) throws {
         var inPipe: [Int32] = [0, 0], outPipe: [Int32] = [0, 0], errPipe: [Int32] = [0, 0]
         guard cshim_pipe(&inPipe, 0) == 0 else { throw SpawnError(errno: errno, what: "pipe") }
         guard cshim_pipe(&outPipe, 1) == 0 else {
@@ -55,7 +61,7 @@ public final class ChimeraXProcess: @unchecked Sendable {
         var p: pid_t = 0
         let rc = argv.withUnsafeBufferPointer { a in
             envp.withUnsafeBufferPointer { e in
-                cshim_spawn(&p, executable, a.baseAddress, e.baseAddress, directory, inPipe[0], outPipe[1], errPipe[1], 1)
+                cshim_spawn_session(&p, executable, a.baseAddress, e.baseAddress, directory, inPipe[0], outPipe[1], errPipe[1], isolateNetwork ? 1 : 0)
             }
         }
         // The child's ends are the child's now.
@@ -66,19 +72,23 @@ public final class ChimeraXProcess: @unchecked Sendable {
             close(inPipe[1])
             close(outPipe[0])
             close(errPipe[0])
-            throw SpawnError(errno: rc, what: "posix_spawn \(executable)")
+            throw SpawnError(errno: rc, what: "spawn \(executable)")
         }
         let fd = cshim_pidfd_open(p)
-        guard fd >= 0 else {
+        // The namespace is held open for the session's life (it outlives the process while a request uses it).
+        let ns: NetworkNamespace? = isolateNetwork ? NetworkNamespace(pid: p) : nil
+        guard fd >= 0, !isolateNetwork || ns != nil else {
             let e = errno
+            if fd >= 0 { close(fd) }
             kill(p, SIGKILL)
             var st: Int32 = 0
             waitpid(p, &st, 0)
             [inPipe[1], outPipe[0], errPipe[0]].forEach { close($0) }
-            throw SpawnError(errno: e, what: "pidfd_open")
+            throw SpawnError(errno: e, what: fd >= 0 ? "open /proc/\(p)/ns/net" : "pidfd_open")
         }
         pid = p
         pidfd = fd
+        network = ns
         stdinFD = inPipe[1]
         stdoutFD = outPipe[0]
         stderrFD = errPipe[0]

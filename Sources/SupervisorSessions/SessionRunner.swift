@@ -92,8 +92,9 @@ public final class SessionRunner: @unchecked Sendable {
                 reactor.schedule(at: at) { [weak self] in
                     guard let self else { return }
                     let r = reactor
+                    let ns = process.network
                     SessionRunner.probes.async {
-                        let ok = RESTClient.get(port: port, path: "/cmdline.html", timeout: 2)?.status == 200
+                        let ok = RESTClient.get(port: port, path: "/cmdline.html", timeout: 2, namespace: ns)?.status == 200
                         r.execute { [weak self] in
                             guard let self else { return }
                             perform(lifecycle.handle(ok ? .probeSucceeded(at: Reactor.now()) : .probeFailed(at: Reactor.now())))

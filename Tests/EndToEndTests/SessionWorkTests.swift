@@ -143,3 +143,42 @@ struct SessionWorkTests {
         #expect(try f.call("GET", "/api/sessions/\(id)").json["status"] as? String == "ready")
     }
 }
+
+@Suite("A session's private REST port", .serialized)
+struct PrivateRESTPortTests {
+    @Test func noOtherLocalProcessCanConnectToChimeraXButTheSupervisorCan() throws {
+        let f = try SessionFixture()
+        let id = try #require(try f.create()["id"] as? String)
+        _ = try f.waitFor(id, status: "ready")
+        // The port, from ChimeraX's own log line in the transcript.
+        let items = try f.call("GET", "/api/sessions/\(id)/messages?limit=200").json["items"] as? [[String: Any]] ?? []
+        let line = try #require(items.compactMap { $0["text"] as? String }.first { $0.contains("REST server started on host 127.0.0.1 port ") })
+        let port = try #require(UInt16(line.components(separatedBy: "port ").last!.prefix { $0.isNumber }))
+        // ChimeraX runs in a network namespace of its own: not ours, not the daemon's.
+        let standIn = try #require(f.standIns().first)
+        let theirs = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(standIn)/ns/net")
+        #expect(theirs != (try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/net")))
+        #expect(theirs != (try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(f.daemon.pid)/ns/net")))
+        // From here (any local process on the host's loopback) the port does not answer ChimeraX.
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var sa = sockaddr_in()
+        sa.sin_family = sa_family_t(AF_INET)
+        sa.sin_port = port.bigEndian
+        sa.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        let rc = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        if rc == 0 {
+            // Something else on the host happens to use that port number: it must not be ChimeraX.
+            let req = Array("GET /cmdline.html HTTP/1.0\r\n\r\n".utf8)
+            _ = send(fd, req, req.count, 0)
+            var buf = [UInt8](repeating: 0, count: 4096)
+            let n = recv(fd, &buf, buf.count, 0)
+            #expect(!String(decoding: buf.prefix(max(0, n)), as: UTF8.self).contains("ChimeraX command line"))
+        } else {
+            #expect(errno == ECONNREFUSED)
+        }
+        // The supervisor reaches it.
+        let body = #"{"command":"version"}"#
+        #expect(try f.call("POST", "/api/sessions/\(id)/commands", body: body).json["ok"] as? Bool == true)
+    }
+}

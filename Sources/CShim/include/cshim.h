@@ -67,6 +67,17 @@ int cshim_flock_exclusive(int fd);
 
 /// pidfd_open(2): a descriptor that becomes readable when the process exits; -1 and errno on failure.
 int cshim_pidfd_open(pid_t pid);
+
+/* Starts a ChimeraX: like cshim_spawn with a new process group, and the daemon's ambient capabilities
+   cleared; with `new_netns`, the child first moves into a new network namespace with only its loopback
+   interface, up. Returns 0 or an errno (the child's, if it failed before exec). */
+int cshim_spawn_session(pid_t *pid, const char *path, char *const argv[], char *const envp[], const char *cwd,
+                        int in_fd, int out_fd, int err_fd, int new_netns);
+/* 1 if this process may create network namespaces (a child tries), else 0. */
+int cshim_netns_available(void);
+/* A socket created inside the network namespace `nsfd` (on a short-lived thread, so no thread of the
+   caller changes namespace); the descriptor or -errno. */
+int cshim_socket_in_netns(int nsfd, int domain, int type);
 /// Reaps the process behind a pidfd if it has exited: returns 1 and sets *code (exit status, or -1) and
 /// *signal (terminating signal, or 0); 0 if it is still running; -1 on error.
 int cshim_pidfd_reap(int pidfd, int *code, int *signal);
