@@ -12,6 +12,8 @@ final class Connection: EventHandler, TimerTarget {
         /// The last response is being written; then the write side is shut and input discarded briefly.
         case closing
         case lingering
+        /// A response whose body is written as it comes (`Responder.startStream`), until either side ends it.
+        case streaming
         case closed
     }
 
@@ -47,6 +49,8 @@ final class Connection: EventHandler, TimerTarget {
     /// A response decided before the body was read (404, 405...), sent at `end` for bodiless requests.
     private var earlyResponse: Response?
     private var lingerBytes = 0
+    /// The stream of a `.streaming` response.
+    private var stream: ResponseStream?
 
     // Timeouts: one deadline, at most a couple of heap entries.
     private var deadline: UInt64 = 0
@@ -91,6 +95,12 @@ final class Connection: EventHandler, TimerTarget {
             reads += 1
             let n = loop.readBuffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
             if n > 0 {
+                if phase == .streaming {
+                    // A streaming response reads nothing more; a client that keeps sending is cut off.
+                    lingerBytes += n
+                    if lingerBytes > 64 << 10 { close(); return }
+                    continue
+                }
                 if phase == .lingering {
                     lingerBytes += n
                     if lingerBytes > 1 << 20 { close(); return }
@@ -109,7 +119,7 @@ final class Connection: EventHandler, TimerTarget {
                 return
             }
         }
-        if phase == .lingering {
+        if phase == .lingering || phase == .streaming {
             if peerClosed { close() }
             return
         }
@@ -285,6 +295,53 @@ final class Connection: EventHandler, TimerTarget {
         writeResponse(response)
     }
 
+    /// Starts a streaming response: the head now (no Content-Length; the connection closes at the end), the
+    /// body as `stream` is given it. Loop thread.
+    func deliverStream(_ response: Response, stream: ResponseStream, generation g: UInt64) {
+        guard g == generation, phase == .handling else {
+            stream.connectionEnded()
+            return
+        }
+        closeAfterResponse = true
+        if head?.method == .HEAD {
+            // The head only: nothing streams to a HEAD request.
+            writeResponse(Response(status: response.status, headers: response.headers))
+            stream.connectionEnded()
+            return
+        }
+        self.stream = stream
+        var r = response
+        r.streaming = true
+        writeResponse(r)
+        guard phase != .closed else { return }
+        phase = .streaming
+        lingerBytes = 0
+        clearDeadline()
+        // Watch for the client going away (input is read and dropped).
+        if !peerClosed { setEvents(events | CSHIM_EPOLLIN | CSHIM_EPOLLRDHUP) }
+        readPaused = false
+    }
+
+    /// More of the streamed body. A client that does not read it (more than `maxStreamBacklog` unsent) is
+    /// cut off. Loop thread.
+    func streamWrite(_ bytes: [UInt8], generation g: UInt64) {
+        guard g == generation, phase == .streaming else { return }
+        if out.count - outIndex + bytes.count > server.configuration.maxStreamBacklog {
+            server.log(.warning, "closing a stream whose client does not read", ["peer": peer.description])
+            close()
+            return
+        }
+        out.append(contentsOf: bytes)
+        flush()
+    }
+
+    /// The end of a streamed body: written out, then the connection closes. Loop thread.
+    func streamFinish(generation g: UInt64) {
+        guard g == generation, phase == .streaming else { return }
+        phase = .closing
+        flush()
+    }
+
     private func writeResponse(_ response: Response) {
         let h = head
         var response = response
@@ -306,7 +363,7 @@ final class Connection: EventHandler, TimerTarget {
         o.append(contentsOf: "Date: ".utf8)
         o.append(contentsOf: loop.currentHTTPDate())
         o.append(contentsOf: "\r\n".utf8)
-        if !response.forbidsBody {
+        if !response.forbidsBody && !response.streaming {
             o.append(contentsOf: "Content-Length: ".utf8)
             appendDecimal(&o, response.body.count)
             o.append(contentsOf: "\r\n".utf8)
@@ -321,6 +378,12 @@ final class Connection: EventHandler, TimerTarget {
         out = o
         head = nil
         self.route = nil
+        if response.streaming {
+            // The caller moves to .streaming; nothing else is read or answered on this connection.
+            phase = .handling
+            flush()
+            return
+        }
         if closeAfterResponse {
             phase = .closing
         } else {
@@ -358,6 +421,8 @@ final class Connection: EventHandler, TimerTarget {
         if out.capacity > 1 << 20 { out = [] } else { out.removeAll(keepingCapacity: true) }
         outIndex = 0
         if events & CSHIM_EPOLLOUT != 0 { setEvents(events & ~CSHIM_EPOLLOUT) }
+        // A stream that caught up has no write deadline until it blocks again.
+        if phase == .streaming { clearDeadline() }
         if phase == .closing {
             startLinger()
         } else if readPaused && phase != .handling {
@@ -442,6 +507,12 @@ final class Connection: EventHandler, TimerTarget {
     /// Drain: close now if nothing is in progress, else close after the current response.
     func beginDrain() {
         closeAfterResponse = true
+        if phase == .streaming {
+            // Streams do not end by themselves: end them (what was written goes out first).
+            phase = .closing
+            flush()
+            return
+        }
         if isIdle { close() }
     }
 
@@ -452,6 +523,8 @@ final class Connection: EventHandler, TimerTarget {
         loop.unregister(fd)
         closeDescriptor(fd)
         body.discard()
+        stream?.connectionEnded()
+        stream = nil
         server.connectionClosed(self)
     }
 }

@@ -33,6 +33,22 @@ public final class Responder: Sendable {
         return true
     }
 
+    /// Starts a streamed response (`text/event-stream` and the like): the head of `response` now (its body
+    /// is ignored), the rest through the returned stream, which ends when either side closes. Nil if a
+    /// response was already sent.
+    public func startStream(_ response: Response) -> ResponseStream? {
+        if sent.exchange(true, ordering: .acquiringAndReleasing) { return nil }
+        let stream = ResponseStream(loop: loop, connection: connection, generation: generation)
+        let c = UncheckedBox(connection)
+        let g = generation
+        if loop.inLoop {
+            connection.deliverStream(response, stream: stream, generation: g)
+        } else {
+            loop.execute { c.value.deliverStream(response, stream: stream, generation: g) }
+        }
+        return stream
+    }
+
     /// Sends a problem-details error with this request's id.
     @discardableResult
     public func send(_ problem: Problem) -> Bool { send(problem.response(requestID: requestID)) }
@@ -43,4 +59,60 @@ struct UncheckedBox<T>: @unchecked Sendable {
     // @unchecked Sendable: used only to hand a loop-confined object to a closure that runs on that same loop.
     let value: T
     init(_ value: T) { self.value = value }
+}
+
+/// The body of a streamed response, written from any thread (each write hops to the connection's loop).
+public final class ResponseStream: Sendable {
+    let loop: EventLoop
+    nonisolated(unsafe) private let connection: Connection
+    // nonisolated(unsafe): `connection` is only dereferenced on `loop`'s thread.
+    private let generation: UInt64
+    private let ended = Atomic<Bool>(false)
+    private let onEnd = Mutex<(@Sendable () -> Void)?>(nil)
+
+    init(loop: EventLoop, connection: Connection, generation: UInt64) {
+        self.loop = loop
+        self.connection = connection
+        self.generation = generation
+    }
+
+    /// False once the connection has ended (the client left, the server drains, or `finish`).
+    public var isOpen: Bool { !ended.load(ordering: .acquiring) }
+
+    /// Appends to the body; false if the stream has ended.
+    @discardableResult
+    public func write(_ bytes: [UInt8]) -> Bool {
+        guard isOpen else { return false }
+        let c = UncheckedBox(connection)
+        let g = generation
+        loop.execute { c.value.streamWrite(bytes, generation: g) }
+        return true
+    }
+
+    /// Ends the body; the connection closes once it is written.
+    public func finish() {
+        let c = UncheckedBox(connection)
+        let g = generation
+        loop.execute { c.value.streamFinish(generation: g) }
+    }
+
+    /// Called once when the stream ends, on the loop's thread (at once if it already has).
+    public func onEnd(_ body: @escaping @Sendable () -> Void) {
+        let runNow: Bool = onEnd.withLock { h in
+            if ended.load(ordering: .acquiring) { return true }
+            h = body
+            return false
+        }
+        if runNow { body() }
+    }
+
+    /// The connection closed. Loop thread.
+    func connectionEnded() {
+        let h: (@Sendable () -> Void)? = onEnd.withLock { h in
+            ended.store(true, ordering: .releasing)
+            defer { h = nil }
+            return h
+        }
+        h?()
+    }
 }

@@ -17,6 +17,8 @@ public struct ServerConfiguration: Sendable {
     public var spoolDirectory = "/tmp"
     /// Most unparsed input buffered per connection while a request is being handled.
     public var maxBufferedInput = 1 << 20
+    /// Unsent bytes a streamed response may accumulate before a client that does not read is cut off.
+    public var maxStreamBacklog = 1 << 20
     /// Headers added to every response that does not set them itself.
     public var defaultHeaders: [(String, String)] = []
     /// Event loop threads.

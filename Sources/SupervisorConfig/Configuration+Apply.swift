@@ -155,6 +155,7 @@ extension Configuration {
         commandQuota = try count("command-quota", commandQuota, minimum: 1, maximum: 100_000_000)
         poolSize = try count("pool-size", poolSize, maximum: 1000)
         commandTimeout = try seconds("command-timeout", commandTimeout)
+        expiryWarning = try seconds("expiry-warning", expiryWarning)
         if let (v, src) = try parse("rest-isolation", { (s: String) throws(ConfigError) -> String in try Configuration.choice(s, ["auto", "netns", "none"]) }) {
             restIsolation = v
             record("rest-isolation", v, src)

@@ -29,6 +29,7 @@ public struct Configuration: Sendable {
     /// The command allow-list; nil for the default (API.md §4).
     public var commandAllow: [String]?
     public var commandTimeout = 60
+    public var expiryWarning = 60
     /// `auto`, `netns` or `none`.
     public var restIsolation = "auto"
     public var transcriptMax = 10_000

@@ -50,6 +50,7 @@ public let optionTable: [OptionSpec] = [
     OptionSpec(name: "session-quota", kind: .count, help: "ChimeraX sessions one identity may start per hour", reloadable: false),
     OptionSpec(name: "command-quota", kind: .count, help: "ChimeraX commands one identity may run per hour", reloadable: false),
     OptionSpec(name: "rest-isolation", kind: .choice(["auto", "netns", "none"]), help: "ChimeraX's REST port in a network namespace per session (auto: when the host allows it)", reloadable: false),
+    OptionSpec(name: "expiry-warning", kind: .seconds, help: "an expiry_warning event this long before a session would expire", reloadable: true),
     OptionSpec(name: "command-allow", kind: .list, help: "ChimeraX command names users may run (replaces the default allow-list; repeatable)", reloadable: true),
     OptionSpec(name: "command-timeout", kind: .seconds, help: "a ChimeraX command answers within this time or the request gets 504", reloadable: true),
     OptionSpec(name: "transcript-max", kind: .count, help: "transcript entries kept per session (the oldest go first)", reloadable: true),

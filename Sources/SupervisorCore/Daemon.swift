@@ -307,6 +307,7 @@ extension Configuration {
         case "pool-size": poolSize = other.poolSize
         case "command-allow": commandAllow = other.commandAllow
         case "command-timeout": commandTimeout = other.commandTimeout
+        case "expiry-warning": expiryWarning = other.expiryWarning
         case "transcript-max": transcriptMax = other.transcriptMax
         case "allow-anonymous": allowAnonymous = other.allowAnonymous
         case "cors-origin": corsOrigins = other.corsOrigins

@@ -28,6 +28,11 @@ final class SessionManager: @unchecked Sendable {
     let configuration: @Sendable () -> Configuration
     var runners: [String: SessionRunner] = [:]
     private var timers: [String: UInt64] = [:]
+    /// Expiry-warning timers, and the expiry each session was last warned of. Reactor thread.
+    private var warningTimers: [String: UInt64] = [:]
+    private var warnedOf: [String: Int64] = [:]
+    /// Live events for `GET …/events`.
+    let events = SessionEvents()
     /// Sessions whose structure was sent to ChimeraX (once per session).
     private var structureSent: Set<String> = []
     /// The stored file name of each session's upload (`upload.pdb`…), opened once ready.
@@ -107,7 +112,10 @@ final class SessionManager: @unchecked Sendable {
         isolateNetwork = isolation == "netns" || (isolation == "auto" && NetworkNamespace.available)
         reactor = try Reactor()
         reactor.start(name: "supervision")
-        reactor.execute { [self] in scheduleSample() }
+        reactor.execute { [self] in
+            scheduleSample()
+            scheduleKeepAlive()
+        }
     }
 
     /// Every second: one pass over /proc (off the reactor), then every live session's usage from that table
@@ -126,6 +134,15 @@ final class SessionManager: @unchecked Sendable {
                     scheduleSample()
                 }
             }
+        }
+    }
+
+    /// Keep-alive comments on the open event streams.
+    private func scheduleKeepAlive() {
+        reactor.schedule(at: Reactor.now() + SessionEvents.keepAliveInterval) { [weak self] in
+            guard let self else { return }
+            events.sendKeepAlive()
+            scheduleKeepAlive()
         }
     }
 
@@ -228,6 +245,7 @@ final class SessionManager: @unchecked Sendable {
             return nil
         }
         if let refusal { throw refusal }
+        events.open(id)
         do {
             for d in [c.workDir, dir, dir + "/home", dir + "/start", dir + "/tmp"] {
                 if mkdir(d, 0o700) != 0 && errno != EEXIST { throw SessionError.spawn("cannot create \(d): \(String(cString: strerror(errno)))") }
@@ -238,10 +256,12 @@ final class SessionManager: @unchecked Sendable {
             try store.write([.putSession(rec)])
         } catch let e as SessionError {
             live.withLock { $0[id] = nil }
+            events.close(id)
             removeDirectory(dir)
             throw e
         } catch {
             live.withLock { $0[id] = nil }
+            events.close(id)
             removeDirectory(dir)
             throw .storage(error as? StoreError ?? StoreError(.unavailable, "\(error)"))
         }
@@ -258,6 +278,7 @@ final class SessionManager: @unchecked Sendable {
             rec.terminationReason = "crashed"
             rec.endedAt = SessionManager.now()
             live.withLock { $0[id] = nil }
+            events.close(id)
             try? store.write([.putSession(rec)])
             removeDirectory(dir)
             throw .spawn("\(error)")
@@ -395,6 +416,7 @@ final class SessionManager: @unchecked Sendable {
         if let t = timers[id] { reactor.cancel(t) }
         timers[id] = nil
         guard let r = live.withLock({ $0[id] }) else { return }
+        armExpiryWarning(id)
         let inMs = r.expiresAt - SessionManager.now()
         let reason: TerminationReason = r.expiresAt >= r.lifetimeEndsAt ? .maxLifetime : .idleTimeout
         timers[id] = reactor.schedule(at: Reactor.now() + Double(max(0, inMs)) / 1000) { [self] in
@@ -403,6 +425,33 @@ final class SessionManager: @unchecked Sendable {
             guard let cur = live.withLock({ $0[id] }), cur.expiresAt <= SessionManager.now() else { return armExpiry(id) }
             logger.info("session expired", [("SESSION_ID", id), ("reason", reason.rawValue)])
             runners[id]?.stop(reason)
+        }
+    }
+
+    /// An `expiry_warning` event --expiry-warning seconds before the session would expire (once per expiry
+    /// time; a heartbeat that moves it makes the timer look again).
+    private func armExpiryWarning(_ id: String) {
+        if let t = warningTimers[id] { reactor.cancel(t) }
+        warningTimers[id] = nil
+        guard let r = live.withLock({ $0[id] }) else { return }
+        let lead = Int64(configuration().expiryWarning) * 1000
+        let at = r.expiresAt - lead
+        warningTimers[id] = reactor.schedule(at: Reactor.now() + Double(max(0, at - SessionManager.now())) / 1000) { [self] in
+            warningTimers[id] = nil
+            guard let cur = live.withLock({ $0[id] }) else { return }
+            let now = SessionManager.now()
+            let left = cur.expiresAt - now
+            if left > lead { return armExpiryWarning(id) }
+            guard left > 0, warnedOf[id] != cur.expiresAt else { return }
+            warnedOf[id] = cur.expiresAt
+            let reason: TerminationReason = cur.expiresAt >= cur.lifetimeEndsAt ? .maxLifetime : .idleTimeout
+            events.publish(id, "expiry_warning", .object([("id", .string(id)), ("expires_at", .string(rfc3339(cur.expiresAt))),
+                                                          ("seconds_left", .int(Int((left + 999) / 1000))), ("reason", .string(reason.rawValue))]))
+            // Look again shortly before the end: a heartbeat may move it, and a later expiry earns a new warning.
+            warningTimers[id] = reactor.schedule(at: Reactor.now() + Double(left) / 1000 + 0.5) { [self] in
+                warningTimers[id] = nil
+                armExpiryWarning(id)
+            }
         }
     }
 
@@ -425,7 +474,10 @@ final class SessionManager: @unchecked Sendable {
             l[id] = r
             return r
         }
-        if let rec { store.write([.putSession(rec)]) { _ in } }
+        if let rec {
+            store.write([.putSession(rec)]) { _ in }
+            events.publish(id, "status", .object([("id", .string(id)), ("status", .string(s.rawValue)), ("at", .string(rfc3339(SessionManager.now())))]))
+        }
         signalChange()
         if s == .ready, let r = runners[id], let port = r.port {
             endpoints.withLock { $0[id] = RESTEndpoint(port: port, namespace: r.process.network) }
@@ -472,6 +524,9 @@ final class SessionManager: @unchecked Sendable {
     private func ended(_ id: String, _ s: SessionStatus, _ reason: TerminationReason, _ exit: ProcessExit?, _ tail: [String], _ survivors: [pid_t]) {
         if let t = timers[id] { reactor.cancel(t) }
         timers[id] = nil
+        if let t = warningTimers[id] { reactor.cancel(t) }
+        warningTimers[id] = nil
+        warnedOf[id] = nil
         runners[id] = nil
         structureSent.remove(id)
         uploadNames[id] = nil
@@ -502,6 +557,11 @@ final class SessionManager: @unchecked Sendable {
             items.insert(TranscriptItem(kind: "event", level: "error", text: "ChimeraX stderr (last lines):\n" + tail.joined(separator: "\n")), at: 0)
         }
         appendTranscript(id, items)
+        events.publish(id, "status", .object([
+            ("id", .string(id)), ("status", .string(s.rawValue)), ("at", .string(rfc3339(rec.endedAt!))), ("termination_reason", .string(reason.rawValue)),
+            ("exit", exit.map { e in .object([("code", e.code.map { .int(Int($0)) } ?? .null), ("signal", e.signalName.map { .string($0) } ?? .null)]) } ?? .null),
+        ]))
+        events.close(id)
         endpoints.withLock { _ = $0.removeValue(forKey: id) }
         lanes.withLock { _ = $0.removeValue(forKey: id) }
         transcriptNext.withLock { _ = $0.removeValue(forKey: id) }

@@ -66,6 +66,8 @@ extension SessionManager {
             for i in items {
                 m.append(.appendTranscript(TranscriptEntry(sessionID: id, order: order, timestamp: t, kind: i.kind, level: i.level, text: i.text,
                                                            dataJSON: i.dataJSON)))
+                events.publish(id, "transcript", .object([("order", .int(order)), ("timestamp", .string(rfc3339(t))), ("kind", .string(i.kind)),
+                                                          ("level", .string(i.level)), ("text", .string(i.text))]))
                 order += 1
             }
             next[id] = order

@@ -142,6 +142,49 @@ extension SessionRoutes {
             return resp
         }
 
+        router.add(.GET, "/api/sessions/{id}/events", doc: RouteDoc(
+            "A text/event-stream of the session: `status` changes, `expiry_warning` (a while before it would expire, with "
+                + "seconds_left) and `transcript` entries; resumes after `Last-Event-ID`; a keep-alive comment every 15 s. "
+                + "An ended session's stream gives its final status and ends.", tags: ["sessions"],
+            responses: [("200", "text/event-stream"), ("400", "validation_error"), ("403", "forbidden"), ("404", "session_not_found"),
+                        ("429", "rate_limited (too many streams for this session)")])) { req, responder in
+            do throws(Problem) {
+                let rec = try owned(req)
+                var last: Int?
+                if let v = req.headers["Last-Event-ID"] ?? req.query("last_event_id") {
+                    guard let n = Int(v.trimmingCharacters(in: .whitespaces)), n >= 0 else {
+                        throw Problem.validation(field: "Last-Event-ID", "a non-negative integer (an id this stream sent)")
+                    }
+                    last = n
+                }
+                var head = Response(status: 200)
+                head.headers.add("Content-Type", "text/event-stream; charset=utf-8")
+                head.headers.add("Cache-Control", "no-store")
+                head.headers.add("X-Accel-Buffering", "no")
+                let current = JSON.object([("id", .string(rec.id)), ("status", .string(rec.status)),
+                                           ("termination_reason", rec.terminationReason.map { .string($0) } ?? .null)])
+                guard manager.events.hasRoom(rec.id) else {
+                    throw Problem(429, "rate_limited", "Too many event streams are open for this session.", headers: [("Retry-After", "5")])
+                }
+                guard let stream = responder.startStream(head) else { return }
+                do throws(SessionEvents.SubscribeError) {
+                    try manager.events.subscribe(rec.id, stream, lastEventID: last, initial: ("status", current))
+                } catch {
+                    switch error {
+                    case .closed:
+                        // Ended: the final status, then the end of the stream.
+                        stream.write(Array("retry: 2000\n\nevent: status\ndata: \(current.serializedString())\n\n".utf8))
+                        stream.finish()
+                    case .tooMany:
+                        stream.write(Array("event: error\ndata: {\"code\":\"rate_limited\",\"detail\":\"too many event streams for this session\"}\n\n".utf8))
+                        stream.finish()
+                    }
+                }
+            } catch {
+                responder.send(error)
+            }
+        }
+
         router.addBlocking(.POST, "/api/sessions/{id}/finalize", doc: RouteDoc(
             "Save the session as session.cxs among its documents, then stop it; answers once it is finalized (documents kept).", tags: ["sessions"],
             responses: [("200", "the finalized session"), ("403", "forbidden"), ("404", "session_not_found"), ("409", "session_not_ready"),

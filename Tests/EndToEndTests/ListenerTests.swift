@@ -163,7 +163,7 @@ struct ListenerTests {
             "/api/v1/auth/users/me/sessions/{id}", "/api/session", "/api/session/sync", "/api/session/info",
             "/management/users", "/management/users/{id}", "/management/users/{id}/password",
             "/api/sessions", "/api/sessions/{id}", "/api/sessions/{id}/heartbeat", "/api/sessions/{id}/commands", "/api/sessions/{id}/messages",
-            "/api/sessions/{id}/documents", "/api/sessions/{id}/documents/{name}", "/api/sessions/{id}/finalize",
+            "/api/sessions/{id}/documents", "/api/sessions/{id}/documents/{name}", "/api/sessions/{id}/finalize", "/api/sessions/{id}/events",
         ])
         for (path, ops) in paths {
             for method in ops.keys {

@@ -11,15 +11,10 @@ struct SessionWorkTests {
         return try f.call("POST", "/api/sessions/\(id)/commands", as: token, body: body)
     }
 
-    func readySession(_ f: SessionFixture) throws -> String {
-        let id = try #require(try f.create()["id"] as? String)
-        _ = try f.waitFor(id, status: "ready")
-        return id
-    }
 
     @Test func commandsAnswerInTheAPIShapeAndTheTranscriptKeepsTheirOrder() throws {
         let f = try SessionFixture()
-        let id = try readySession(f)
+        let id = try f.readySession()
         let ok = try command(f, id, "info models")
         #expect(ok.status == 200, "\(ok.text)")
         #expect(ok.json["ok"] as? Bool == true && ok.json["id"] as? String == id && ok.json["command"] as? String == "info models")
@@ -63,7 +58,7 @@ struct SessionWorkTests {
 
     @Test func everyRefusedFormIs403AndReachesNothing() throws {
         let f = try SessionFixture()
-        let id = try readySession(f)
+        let id = try f.readySession()
         let outside = f.state + "/escape.png"
         for c in ["runscript evil.py", "exit", "view; exit", "view ;exit", "alias x exit", "perframe \"exit\"", "time view", "open evil.py",
                   "open evil.cxc", "open x.pdb format python", "open x.pdb format cmd", "open http://example.org/x.pdb", "save ../../escape.png",
@@ -89,7 +84,7 @@ struct SessionWorkTests {
 
     @Test func aSavedImageIsADocumentThatDownloadsAndNothingElseIsReachable() throws {
         let f = try SessionFixture()
-        let id = try readySession(f)
+        let id = try f.readySession()
         #expect(try command(f, id, "save image.png width 64 height 64").json["ok"] as? Bool == true)
         let docs = try f.call("GET", "/api/sessions/\(id)/documents")
         let items = try #require(docs.json["items"] as? [[String: Any]])
@@ -116,7 +111,7 @@ struct SessionWorkTests {
 
     @Test func finalizeSavesASessionFileAndKeepsTheDocuments() throws {
         let f = try SessionFixture()
-        let id = try readySession(f)
+        let id = try f.readySession()
         #expect(try command(f, id, "save view.png").status == 200)
         let r = try f.call("POST", "/api/sessions/\(id)/finalize")
         #expect(r.status == 200 && r.json["status"] as? String == "finalized" && r.json["termination_reason"] as? String == "finalized", "\(r.text)")
@@ -135,7 +130,7 @@ struct SessionWorkTests {
 
     @Test func aCommandThatOutlastsItsTimeoutIs504AndTheNextOneWorks() throws {
         let f = try SessionFixture(["--command-timeout", "1"])
-        let id = try readySession(f)
+        let id = try f.readySession()
         let slow = try command(f, id, "wait 90")   // 1.5 s in the stand-in
         #expect(slow.status == 504 && slow.json["code"] as? String == "command_timeout", "\(slow.text)")
         let next = try command(f, id, "version")
@@ -148,8 +143,7 @@ struct SessionWorkTests {
 struct PrivateRESTPortTests {
     @Test func noOtherLocalProcessCanConnectToChimeraXButTheSupervisorCan() throws {
         let f = try SessionFixture()
-        let id = try #require(try f.create()["id"] as? String)
-        _ = try f.waitFor(id, status: "ready")
+        let id = try f.readySession()
         // The port, from ChimeraX's own log line in the transcript.
         let items = try f.call("GET", "/api/sessions/\(id)/messages?limit=200").json["items"] as? [[String: Any]] ?? []
         let line = try #require(items.compactMap { $0["text"] as? String }.first { $0.contains("REST server started on host 127.0.0.1 port ") })
@@ -160,14 +154,9 @@ struct PrivateRESTPortTests {
         #expect(theirs != (try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/net")))
         #expect(theirs != (try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(f.daemon.pid)/ns/net")))
         // From here (any local process on the host's loopback) the port does not answer ChimeraX.
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var sa = sockaddr_in()
-        sa.sin_family = sa_family_t(AF_INET)
-        sa.sin_port = port.bigEndian
-        sa.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
-        let rc = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        if rc == 0 {
+        let fd = tcpConnect(port: port)
+        defer { if fd >= 0 { close(fd) } }
+        if fd >= 0 {
             // Something else on the host happens to use that port number: it must not be ChimeraX.
             let req = Array("GET /cmdline.html HTTP/1.0\r\n\r\n".utf8)
             _ = send(fd, req, req.count, 0)
@@ -180,5 +169,148 @@ struct PrivateRESTPortTests {
         // The supervisor reaches it.
         let body = #"{"command":"version"}"#
         #expect(try f.call("POST", "/api/sessions/\(id)/commands", body: body).json["ok"] as? Bool == true)
+    }
+}
+
+extension SessionFixture {
+    /// A new session of ann's, once ready.
+    func readySession(_ body: String = "{}") throws -> String {
+        guard let id = try create(body)["id"] as? String else { throw TestFailure("no id") }
+        _ = try waitFor(id, status: "ready")
+        return id
+    }
+}
+
+/// A Server-Sent Events client on a raw socket: the head, then events as they arrive.
+final class EventStreamClient {
+    let fd: Int32
+    private var buffer: [UInt8] = []
+    private(set) var status = 0
+    private(set) var contentType = ""
+    private(set) var ended = false
+
+    init(port: UInt16, path: String, token: String, lastEventID: Int? = nil) throws {
+        fd = tcpConnect(port: port)
+        guard fd >= 0 else { throw TestFailure("connect: \(errno)") }
+        var tv = timeval(tv_sec: 0, tv_usec: 200_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        let req = "GET \(path) HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(token)\r\nAccept: text/event-stream\r\n"
+            + (lastEventID.map { "Last-Event-ID: \($0)\r\n" } ?? "") + "\r\n"
+        _ = send(fd, req, req.utf8.count, 0)
+        let deadline = Date().addingTimeInterval(5)
+        while Date() < deadline {
+            fill()
+            if let end = find([13, 10, 13, 10]) {
+                let head = String(decoding: buffer[..<end], as: UTF8.self)
+                status = Int(head.split(separator: " ").dropFirst().first ?? "") ?? 0
+                contentType = head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-type:") }.map { String($0.dropFirst(13)).trimmingCharacters(in: .whitespaces) } ?? ""
+                buffer.removeFirst(end + 4)
+                return
+            }
+        }
+        throw TestFailure("no response head")
+    }
+
+    deinit { close(fd) }
+
+    private func fill() {
+        var buf = [UInt8](repeating: 0, count: 16384)
+        let n = recv(fd, &buf, buf.count, 0)
+        if n > 0 { buffer += buf[0..<n] } else if n == 0 { ended = true }
+    }
+
+    private func find(_ needle: [UInt8]) -> Int? {
+        guard buffer.count >= needle.count else { return nil }
+        for i in 0...(buffer.count - needle.count) where Array(buffer[i..<i + needle.count]) == needle { return i }
+        return nil
+    }
+
+    struct Event {
+        var id: Int?
+        var name = "message"
+        var data = ""
+        var json: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(data.utf8))) as? [String: Any] ?? [:] }
+    }
+
+    /// Events until `done` says stop (or `timeout` seconds, or the end of the stream).
+    func events(timeout: Double = 10, until done: ([Event]) -> Bool) -> [Event] {
+        var out: [Event] = []
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline && !done(out) {
+            while let end = find([10, 10]) {
+                let block = String(decoding: buffer[..<end], as: UTF8.self)
+                buffer.removeFirst(end + 2)
+                var e = Event()
+                var isComment = true
+                for line in block.split(separator: "\n", omittingEmptySubsequences: false) {
+                    if line.hasPrefix(":") { continue }
+                    isComment = false
+                    if line.hasPrefix("id: ") { e.id = Int(line.dropFirst(4)) }
+                    if line.hasPrefix("event: ") { e.name = String(line.dropFirst(7)) }
+                    if line.hasPrefix("data: ") { e.data += line.dropFirst(6) }
+                }
+                if !isComment && !e.data.isEmpty { out.append(e) }
+            }
+            if done(out) || ended { break }
+            fill()
+        }
+        return out
+    }
+}
+
+@Suite("Live session events", .serialized)
+struct SessionEventTests {
+    @Test func aStreamSeesStatusAndTranscriptResumesFromLastEventIDAndEndsWithTheSession() throws {
+        let f = try SessionFixture()
+        let id = try f.readySession()
+        let a = try EventStreamClient(port: f.port, path: "/api/sessions/\(id)/events", token: f.ann)
+        #expect(a.status == 200 && a.contentType.hasPrefix("text/event-stream"))
+        let first = a.events { $0.contains { $0.name == "status" } }
+        #expect(first.first?.name == "status" && first.first?.json["status"] as? String == "ready", "the current state first")
+
+        let body = #"{"command":"info models"}"#
+        #expect(try f.call("POST", "/api/sessions/\(id)/commands", body: body).status == 200)
+        let live = a.events { es in es.contains { $0.name == "transcript" && $0.json["kind"] as? String == "reply" } }
+        #expect(live.contains { $0.name == "status" && $0.json["status"] as? String == "busy" })
+        let command = live.first { $0.name == "transcript" && $0.json["kind"] as? String == "command" }
+        #expect(command?.json["text"] as? String == "info models")
+        let lastSeen = try #require(live.compactMap(\.id).max())
+        let ids = live.compactMap(\.id)
+        #expect(ids == ids.sorted(), "ids increase")
+
+        // Gone while something happens; back with Last-Event-ID: what was missed, nothing twice.
+        close(a.fd)
+        #expect(try f.call("POST", "/api/sessions/\(id)/commands", body: #"{"command":"version"}"#).status == 200)
+        let b = try EventStreamClient(port: f.port, path: "/api/sessions/\(id)/events", token: f.ann, lastEventID: lastSeen)
+        let missed = b.events { es in es.contains { $0.name == "transcript" && $0.json["text"] as? String == "version" } }
+        #expect(missed.contains { $0.name == "transcript" && $0.json["text"] as? String == "version" }, "\(missed.map(\.data))")
+        #expect(missed.allSatisfy { ($0.id ?? 0) > lastSeen })
+        #expect(!missed.contains { $0.name == "status" && $0.json["status"] as? String == "ready" && $0.id == nil })
+
+        // The end: the final status, then the stream closes.
+        _ = try f.call("DELETE", "/api/sessions/\(id)")
+        let end = b.events { es in es.contains { $0.json["status"] as? String == "terminated" } }
+        #expect(end.contains { $0.name == "status" && $0.json["termination_reason"] as? String == "user_request" })
+        _ = b.events(timeout: 3) { _ in false }
+        #expect(b.ended, "the stream ends with the session")
+
+        // An ended session's stream: its final status, and the end. Someone else's: 403.
+        let c = try EventStreamClient(port: f.port, path: "/api/sessions/\(id)/events", token: f.ann)
+        let final = c.events(timeout: 3) { _ in false }
+        #expect(final.count == 1 && final.first?.json["status"] as? String == "terminated" && c.ended)
+        #expect(try EventStreamClient(port: f.port, path: "/api/sessions/\(id)/events", token: f.ben).status == 403)
+        #expect(try EventStreamClient(port: f.port, path: "/api/sessions/\(id)/events", token: f.ann, lastEventID: nil).status == 200)
+    }
+
+    @Test func anExpiryWarningComesWithTheTimeLeft() throws {
+        let f = try SessionFixture(["--expiry-warning", "2"])
+        let id = try #require(try f.create(#"{"idle_timeout_s":4}"#)["id"] as? String)
+        _ = try f.waitFor(id, status: "ready")
+        let s = try EventStreamClient(port: f.port, path: "/api/sessions/\(id)/events", token: f.ann)
+        let events = s.events(timeout: 8) { es in es.contains { $0.json["status"] as? String == "terminated" } }
+        let warning = try #require(events.first { $0.name == "expiry_warning" }, "\(events.map(\.data))")
+        let left = warning.json["seconds_left"] as? Int ?? 0
+        #expect(left >= 1 && left <= 2 && warning.json["reason"] as? String == "idle_timeout" && warning.json["expires_at"] is String)
+        #expect(events.contains { $0.json["termination_reason"] as? String == "idle_timeout" })
     }
 }

@@ -14,6 +14,23 @@ public struct RawResponse: Sendable {
     public var text: String { String(decoding: body, as: UTF8.self) }
 }
 
+/// A connected IPv4 TCP socket, or -1 with errno set (the socket closed).
+public func tcpConnect(port: UInt16, host: String = "127.0.0.1") -> Int32 {
+    var sa = sockaddr_in()
+    sa.sin_family = sa_family_t(AF_INET)
+    sa.sin_port = port.bigEndian
+    inet_pton(AF_INET, host, &sa.sin_addr)
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    let r = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    if r != 0 {
+        let e = errno
+        Glibc.close(fd)
+        errno = e
+        return -1
+    }
+    return fd
+}
+
 /// A blocking client socket for protocol edge cases: send exact bytes, read exact responses.
 public final class RawClient {
     public let fd: Int32
@@ -21,17 +38,8 @@ public final class RawClient {
     public private(set) var closedByPeer = false
 
     public init(port: UInt16, host: String = "127.0.0.1") throws {
-        var sa = sockaddr_in()
-        sa.sin_family = sa_family_t(AF_INET)
-        sa.sin_port = port.bigEndian
-        inet_pton(AF_INET, host, &sa.sin_addr)
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        let r = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        if r != 0 {
-            let e = errno
-            Glibc.close(fd)
-            throw TestFailure("connect to \(host):\(port) failed: errno \(e)")
-        }
+        fd = tcpConnect(port: port, host: host)
+        if fd < 0 { throw TestFailure("connect to \(host):\(port) failed: errno \(errno)") }
     }
 
     public init(unixPath: String) throws {
