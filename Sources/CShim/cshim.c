@@ -255,6 +255,8 @@ int cshim_socket_in_netns(int nsfd, int domain, int type) {
     return j.result;
 }
 
+int cshim_setns_net(int nsfd) { return setns(nsfd, CLONE_NEWNET) == 0 ? 0 : -errno; }
+
 /* CRC-32C: RFC 3720 appendix B.4 polynomial 0x1EDC6F41 (reflected 0x82F63B78). Hardware (SSE 4.2 crc32
    instruction) when present, else slicing-by-one tables. Both give the same values (tested against the
    RFC 3720 B.4 vectors). */

@@ -475,7 +475,8 @@ final class SessionManager: @unchecked Sendable {
             return r
         }
         if let rec {
-            store.write([.putSession(rec)]) { _ in }
+            // busy ⇄ ready on every command lives in memory only: after a crash every session ends anyway.
+            if !(s == .busy || (s == .ready && !firstReady)) { store.write([.putSession(rec)]) { _ in } }
             events.publish(id, "status", .object([("id", .string(id)), ("status", .string(s.rawValue)), ("at", .string(rfc3339(SessionManager.now())))]))
         }
         signalChange()

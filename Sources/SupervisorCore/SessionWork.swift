@@ -198,7 +198,8 @@ extension SessionManager {
         return out
     }
 
-    /// Activity: a command moves `last_activity` and the idle expiry, persisted.
+    /// Activity: a command moves `last_activity` and the idle expiry (written at most every 30 s, as for
+    /// heartbeats).
     func touch(_ id: String) {
         let t = SessionManager.now()
         let r: SessionRecord? = live.withLock { l in
@@ -206,6 +207,8 @@ extension SessionManager {
             r.lastActivity = t
             r.expiresAt = min(t + Int64(r.idleTimeoutSeconds) * 1000, r.lifetimeEndsAt)
             l[id] = r
+            guard t - (l.activityWrittenAt[id] ?? 0) >= 30_000 else { return nil }
+            l.activityWrittenAt[id] = t
             return r
         }
         if let r { store.write([.putSession(r)]) { _ in } }

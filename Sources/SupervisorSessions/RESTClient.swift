@@ -1,3 +1,4 @@
+import CShim
 import Foundation
 import Glibc
 
@@ -12,7 +13,8 @@ public enum RESTClient {
     /// `GET path` on 127.0.0.1:`port` (of `namespace` when given: the session's own loopback); nil on any
     /// failure or after `timeout` seconds.
     public static func get(port: UInt16, path: String, timeout: Double, namespace: NetworkNamespace? = nil, maxBytes: Int = 16 << 20) -> Reply? {
-        let fd = namespace?.tcpSocket() ?? socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let fd: Int32
+        if let namespace { fd = namespace.tcpSocket() } else { fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - floor(timeout)) * 1e6))

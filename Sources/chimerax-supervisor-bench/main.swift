@@ -8,6 +8,7 @@ import TestSupport
 
 // Benchmarks that print figures and assert nothing. Run from the package directory:
 //   swift run -c release chimerax-supervisor-bench http [--connections 64] [--duration 10] [--idle 10000]
+//   swift run -c release chimerax-supervisor-bench commands [--count 500]
 
 /// Prints a line at once (straight to descriptor 1: figures appear as measured, also in a file or pipe).
 func say(_ line: String) {
@@ -305,6 +306,96 @@ func sessionsBench(connections: Int, duration: Int, count: Int) throws {
     say(String(format: "  overhead:               p50 %.1f ms  p99 %.1f ms   (target < 5 ms)", p50, p99))
 }
 
+// MARK: Commands
+
+/// Command round trips, one after another: `POST /api/sessions/{id}/commands` through the supervisor (one
+/// keep-alive connection, as a browser would) next to `GET /run?command=` sent straight to the stand-in's
+/// REST port, alternating. The direct requests run on a thread that has entered the session's network
+/// namespace (the port exists only there).
+func commandsBench(count: Int) throws {
+    say("building the release daemon…")
+    let binary = try releaseDaemonBinary()
+    let dir = tempDirectory()
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let state = dir + "/state"
+    let add = try runProgram(binary, ["users", "add", "bench", "--password-stdin", "--state-dir", state], environment: cleanEnvironment(), stdin: "bench-password\n")
+    guard add.status == 0 else { throw BenchError("users add: \(add.stderr)") }
+    let (daemon, port) = try startDaemon(binary: binary, dir: dir, extra: ["--chimerax", standInPath(), "--command-quota", "100000000"])
+    defer {
+        daemon.signal(SIGTERM)
+        _ = daemon.wait(timeout: 30)
+    }
+    let login = try httpRequest(port: port, "POST", "/api/v1/auth/login", body: #"{"username":"bench","password":"bench-password"}"#)
+    guard let token = login.json["token"] as? String else { throw BenchError("login: \(login.text)") }
+    let auth = [("Authorization", "Bearer \(token)")]
+    let created = try httpRequest(port: port, "POST", "/api/sessions", headers: auth, body: "{}")
+    guard let id = created.json["id"] as? String else { throw BenchError("create: \(created.text)") }
+    _ = try httpRequest(port: port, "GET", "/api/sessions/\(id)?wait=ready&timeout=30", headers: auth)
+    // The stand-in's port from its log line in the transcript, and its network namespace.
+    let messages = try httpRequest(port: port, "GET", "/api/sessions/\(id)/messages?limit=200", headers: auth).text
+    guard let r = messages.range(of: "REST server started on host 127.0.0.1 port "), let standInPort = UInt16(messages[r.upperBound...].prefix { $0.isNumber })
+    else { throw BenchError("no port line in the transcript") }
+    let pids = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { pid_t($0) }.filter {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\($0)/cwd")) == state + "/sessions/" + id
+    }
+    guard let standIn = pids.first else { throw BenchError("the stand-in's process was not found") }
+    let nsfd = open("/proc/\(standIn)/ns/net", O_RDONLY | O_CLOEXEC)
+    guard nsfd >= 0 else { throw BenchError("cannot open the stand-in's network namespace") }
+    defer { close(nsfd) }
+
+    let client = try RawClient(port: port)
+    let body = #"{"command":"version"}"#
+    let request = "POST /api/sessions/\(id)/commands HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer \(token)\r\n"
+        + "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+    // The direct requests run on their own thread, inside the namespace.
+    let work = DispatchSemaphore(value: 0), done = DispatchSemaphore(value: 0)
+    let directTime = Mutex<Double>(0)
+    let entered = Mutex<Int32>(1)
+    let thread = Thread {
+        entered.withLock { $0 = cshim_setns_net(nsfd) }
+        done.signal()
+        while true {
+            work.wait()
+            let t0 = monotonic()
+            let ok = RESTClient.get(port: standInPort, path: "/run?command=version", timeout: 10)?.status == 200
+            directTime.withLock { $0 = ok ? monotonic() - t0 : -1 }
+            done.signal()
+        }
+    }
+    thread.start()
+    done.wait()
+    guard entered.withLock({ $0 }) == 0 else { throw BenchError("cannot enter the stand-in's network namespace (root is needed)") }
+    func direct() throws -> Double {
+        work.signal()
+        done.wait()
+        let t = directTime.withLock { $0 }
+        guard t >= 0 else { throw BenchError("the direct request failed") }
+        return t
+    }
+    func through() throws -> Double {
+        let t0 = monotonic()
+        try client.send(request)
+        guard let resp = client.readResponse(), resp.status == 200 else { throw BenchError("command through the supervisor failed") }
+        return monotonic() - t0
+    }
+    for _ in 0..<50 {
+        _ = try direct()
+        _ = try through()
+    }
+    var a: [Double] = [], b: [Double] = []
+    for _ in 0..<count {
+        a.append(try direct())
+        b.append(try through())
+    }
+    a.sort()
+    b.sort()
+    say("command round trip (`version`), \(count) of each, alternating:")
+    say(String(format: "  through the supervisor:       p50 %.3f ms  p99 %.3f ms", percentile(b, 0.5) * 1000, percentile(b, 0.99) * 1000))
+    say(String(format: "  straight to the stand-in:     p50 %.3f ms  p99 %.3f ms", percentile(a, 0.5) * 1000, percentile(a, 0.99) * 1000))
+    say(String(format: "  overhead:                     p50 %.3f ms  p99 %.3f ms   (target < 1 ms at p99)",
+               (percentile(b, 0.5) - percentile(a, 0.5)) * 1000, (percentile(b, 0.99) - percentile(a, 0.99)) * 1000))
+}
+
 // MARK: Store
 
 /// The user record the crash test expects for `id` (its content is a function of the id, so a test can tell a
@@ -445,6 +536,8 @@ do {
     switch command {
     case "http":
         try httpBench(connections: option("--connections", 64, in: args), duration: option("--duration", 10, in: args), idle: option("--idle", 10_000, in: args))
+    case "commands":
+        try commandsBench(count: option("--count", 500, in: args))
     case "sessions":
         try sessionsBench(connections: option("--connections", 64, in: args), duration: option("--duration", 10, in: args), count: option("--sessions", 100, in: args))
     case "store":
@@ -456,6 +549,7 @@ do {
         say("""
             usage: chimerax-supervisor-bench http [--connections 64] [--duration 10] [--idle 10000]
                    chimerax-supervisor-bench sessions [--connections 64] [--duration 10] [--sessions 100]
+                   chimerax-supervisor-bench commands [--count 500]
                    chimerax-supervisor-bench store [--duration 5] [--records 100000]
                    chimerax-supervisor-bench store-writer DIR WRITERS COMPACT_BYTES   (the crash test's writer)
             """)

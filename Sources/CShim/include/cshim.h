@@ -78,6 +78,8 @@ int cshim_netns_available(void);
 /* A socket created inside the network namespace `nsfd` (on a short-lived thread, so no thread of the
    caller changes namespace); the descriptor or -errno. */
 int cshim_socket_in_netns(int nsfd, int domain, int type);
+/* Moves the calling thread into the network namespace `nsfd` (benchmarks: a thread that stays there). */
+int cshim_setns_net(int nsfd);
 /// Reaps the process behind a pidfd if it has exited: returns 1 and sets *code (exit status, or -1) and
 /// *signal (terminating signal, or 0); 0 if it is still running; -1 on error.
 int cshim_pidfd_reap(int pidfd, int *code, int *signal);
