@@ -220,6 +220,28 @@ func releaseDaemonBinary() throws -> String {
     return binPath.trimmingCharacters(in: .whitespacesAndNewlines) + "/chimerax-supervisor"
 }
 
+/// A release daemon with the stand-in in `dir`, a user "bench" logged in, and one session ready: the daemon,
+/// its port, the bearer token and the session id.
+func daemonWithReadySession(binary: String, dir: String, extra: [String]) throws -> (Child, UInt16, String, String) {
+    let add = try runProgram(binary, ["users", "add", "bench", "--password-stdin", "--state-dir", dir + "/state"], environment: cleanEnvironment(),
+                             stdin: "bench-password\n")
+    guard add.status == 0 else { throw BenchError("users add: \(add.stderr)") }
+    let (daemon, port) = try startDaemon(binary: binary, dir: dir, extra: ["--chimerax", standInPath()] + extra)
+    do {
+        let login = try httpRequest(port: port, "POST", "/api/v1/auth/login", body: #"{"username":"bench","password":"bench-password"}"#)
+        guard let token = login.json["token"] as? String else { throw BenchError("login: \(login.text)") }
+        let auth = [("Authorization", "Bearer \(token)")]
+        let created = try httpRequest(port: port, "POST", "/api/sessions", headers: auth, body: "{}")
+        guard let id = created.json["id"] as? String else { throw BenchError("create: \(created.text)") }
+        _ = try httpRequest(port: port, "GET", "/api/sessions/\(id)?wait=ready&timeout=30", headers: auth)
+        return (daemon, port, token, id)
+    } catch {
+        daemon.signal(SIGTERM)
+        _ = daemon.wait(timeout: 30)
+        throw error
+    }
+}
+
 /// Heartbeat PUTs against us and against nginx answering the same route with a fixed body; then create-to-ready
 /// latency of `count` sessions next to the stand-in's own start time.
 func sessionsBench(connections: Int, duration: Int, count: Int) throws {
@@ -229,21 +251,13 @@ func sessionsBench(connections: Int, duration: Int, count: Int) throws {
     let binary = try releaseDaemonBinary()
     let dir = tempDirectory()
     defer { try? FileManager.default.removeItem(atPath: dir) }
-    let state = dir + "/state"
-    let add = try runProgram(binary, ["users", "add", "bench", "--password-stdin", "--state-dir", state], environment: cleanEnvironment(), stdin: "bench-password\n")
-    guard add.status == 0 else { throw BenchError("users add: \(add.stderr)") }
-    let (daemon, port) = try startDaemon(binary: binary, dir: dir, extra: ["--chimerax", standInPath(), "--max-sessions", "500",
-                                                                          "--max-sessions-per-user", "500", "--session-quota", "100000"])
+    let (daemon, port, token, id) = try daemonWithReadySession(binary: binary, dir: dir, extra: ["--max-sessions", "500",
+                                                                                               "--max-sessions-per-user", "500", "--session-quota", "100000"])
     defer {
         daemon.signal(SIGTERM)
         _ = daemon.wait(timeout: 30)
     }
-    let login = try httpRequest(port: port, "POST", "/api/v1/auth/login", body: #"{"username":"bench","password":"bench-password"}"#)
-    guard let token = login.json["token"] as? String else { throw BenchError("login: \(login.text)") }
     let auth = [("Authorization", "Bearer \(token)")]
-    let created = try httpRequest(port: port, "POST", "/api/sessions", headers: auth, body: "{}")
-    guard let id = created.json["id"] as? String else { throw BenchError("create: \(created.text)") }
-    _ = try httpRequest(port: port, "GET", "/api/sessions/\(id)?wait=ready&timeout=30", headers: auth)
     let beat = try httpRequest(port: port, "PUT", "/api/sessions/\(id)/heartbeat", headers: auth)
     guard beat.status == 200 else { throw BenchError("heartbeat: \(beat.text)") }
 
@@ -318,19 +332,12 @@ func commandsBench(count: Int) throws {
     let dir = tempDirectory()
     defer { try? FileManager.default.removeItem(atPath: dir) }
     let state = dir + "/state"
-    let add = try runProgram(binary, ["users", "add", "bench", "--password-stdin", "--state-dir", state], environment: cleanEnvironment(), stdin: "bench-password\n")
-    guard add.status == 0 else { throw BenchError("users add: \(add.stderr)") }
-    let (daemon, port) = try startDaemon(binary: binary, dir: dir, extra: ["--chimerax", standInPath(), "--command-quota", "100000000"])
+    let (daemon, port, token, id) = try daemonWithReadySession(binary: binary, dir: dir, extra: ["--command-quota", "100000000"])
     defer {
         daemon.signal(SIGTERM)
         _ = daemon.wait(timeout: 30)
     }
-    let login = try httpRequest(port: port, "POST", "/api/v1/auth/login", body: #"{"username":"bench","password":"bench-password"}"#)
-    guard let token = login.json["token"] as? String else { throw BenchError("login: \(login.text)") }
     let auth = [("Authorization", "Bearer \(token)")]
-    let created = try httpRequest(port: port, "POST", "/api/sessions", headers: auth, body: "{}")
-    guard let id = created.json["id"] as? String else { throw BenchError("create: \(created.text)") }
-    _ = try httpRequest(port: port, "GET", "/api/sessions/\(id)?wait=ready&timeout=30", headers: auth)
     // The stand-in's port from its log line in the transcript, and its network namespace.
     let messages = try httpRequest(port: port, "GET", "/api/sessions/\(id)/messages?limit=200", headers: auth).text
     guard let r = messages.range(of: "REST server started on host 127.0.0.1 port "), let standInPort = UInt16(messages[r.upperBound...].prefix { $0.isNumber })
