@@ -50,18 +50,11 @@ final class SessionManager: @unchecked Sendable {
         var usage = TreeUsage()
         var tracked: [pid_t: UInt64] = [:]
     }
-    /// Where each ready session's REST server answers (set on the reactor when it becomes ready).
-    let endpoints = Mutex<[String: RESTEndpoint]>([:])
     /// Each ChimeraX in a network namespace of its own (--rest-isolation).
     let isolateNetwork: Bool
 
-    struct RESTEndpoint {
-        let port: UInt16
-        /// Holds the namespace open while a request uses it.
-        let namespace: NetworkNamespace?
-    }
-    /// One command at a time per session, and how many wait.
-    let lanes = Mutex<[String: CommandLane]>([:])
+    /// Each session's command queue. Reactor thread.
+    var commandQueues: [String: CommandQueue] = [:]
     /// The next transcript order of each session that has written one in this run.
     let transcriptNext = Mutex<[String: Int]>([:])
     /// stdout and stderr log blocks being assembled, per session. Reactor thread.
@@ -480,9 +473,6 @@ final class SessionManager: @unchecked Sendable {
             events.publish(id, "status", .object([("id", .string(id)), ("status", .string(s.rawValue)), ("at", .string(rfc3339(SessionManager.now())))]))
         }
         signalChange()
-        if s == .ready, let r = runners[id], let port = r.port {
-            endpoints.withLock { $0[id] = RESTEndpoint(port: port, namespace: r.process.network) }
-        }
         // Lifecycle events in the transcript (not the busy ⇄ ready of every command).
         if rec != nil, firstReady || s == .stopping {
             appendTranscript(id, [TranscriptItem(kind: "event", level: "info", text: "status \(s.rawValue)", dataJSON: #"{"status":"\#(s.rawValue)"}"#)])
@@ -498,20 +488,16 @@ final class SessionManager: @unchecked Sendable {
         }
     }
 
-    /// Sends `open …` through the session's command lane (off the reactor; ahead of any user command) and
-    /// records ChimeraX's answer in the record (the transcript has the command and reply).
+    /// Sends `open …` through the session's command queue (ahead of any user command) and records ChimeraX's
+    /// answer in the record (the transcript has the command and reply).
     private func openStructure(_ id: String, command: String) {
-        DispatchQueue.global().async { [self] in
+        submitCommand(id, command, caller: nil, trusted: true) { [self] result in
             let error: String?
-            do throws(CommandFailure) {
-                let outcome = try runCommand(id, command, caller: nil, trusted: true)
-                error = outcome.ok ? nil : outcome.error["message"]?.stringValue ?? "error"
-            } catch let failure {
-                switch failure {
-                case .timeout(let s): error = "ChimeraX did not answer within \(s) s"
-                case .ended, .notFound: return
-                default: error = "ChimeraX did not answer (\(failure))"
-                }
+            switch result {
+            case .success(let outcome): error = outcome.ok ? nil : outcome.error["message"]?.stringValue ?? "error"
+            case .failure(.timeout(let s)): error = "ChimeraX did not answer within \(s) s"
+            case .failure(.ended), .failure(.notFound): return
+            case .failure(let f): error = "ChimeraX did not answer (\(f))"
             }
             _ = update(id) { r in
                 // ChimeraX fetches PDB ids as mmCIF.
@@ -563,8 +549,7 @@ final class SessionManager: @unchecked Sendable {
             ("exit", exit.map { e in .object([("code", e.code.map { .int(Int($0)) } ?? .null), ("signal", e.signalName.map { .string($0) } ?? .null)]) } ?? .null),
         ]))
         events.close(id)
-        endpoints.withLock { _ = $0.removeValue(forKey: id) }
-        lanes.withLock { _ = $0.removeValue(forKey: id) }
+        endCommands(id, status: s.rawValue)
         transcriptNext.withLock { _ = $0.removeValue(forKey: id) }
         store.write([.putSession(rec)]) { [self] _ in
             // Persisted (or failed: the record is still in memory until here): now the live entry goes.

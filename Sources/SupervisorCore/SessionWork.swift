@@ -15,10 +15,19 @@ struct TranscriptItem {
     var dataJSON: String? = nil
 }
 
-/// One command at a time per session: the gate, and how many requests wait for it.
-final class CommandLane: Sendable {
-    let gate = DispatchSemaphore(value: 1)
-    let waiting = Atomic<Int>(0)
+/// One command at a time per session, the others waiting in order. Reactor thread only.
+final class CommandQueue {
+    struct Pending {
+        let seq: UInt64
+        let text: String
+        let deadline: Double
+        let timeout: Int
+        let completion: @Sendable (Result<CommandOutcome, CommandFailure>) -> Void
+    }
+
+    var pending: [Pending] = []
+    var running = false
+    var nextSeq: UInt64 = 0
     /// Requests that may wait behind the one running.
     static let maxWaiting = 8
 }
@@ -48,21 +57,21 @@ enum CommandFailure: Error {
 extension SessionManager {
     // MARK: Transcript
 
-    /// Appends entries to a session's transcript in order (orders are given and the write is queued under
-    /// one lock, so the stored list stays sorted), and trims it to --transcript-max (in steps of a tenth, so
-    /// that trimming is rare).
-    /// `durable`: returns once the entries are on disk (a command's reply: when the API answers, the
-    /// transcript has it).
-    func appendTranscript(_ id: String, _ items: [TranscriptItem], durable: Bool = false) {
-        guard !items.isEmpty else { return }
-        let written = durable ? DispatchSemaphore(value: 0) : nil
-        defer { written?.wait() }
+    /// Appends entries to a session's transcript: orders are given and the live `transcript` events published
+    /// under one lock, so they come in order; the transcript is trimmed to --transcript-max (in steps of a
+    /// tenth, so that trimming is rare). The store keeps each transcript sorted by order.
+    /// `hold`: the entries are not written but returned, to be written with a later call (`with:`): a command
+    /// and its reply cost one durable write. `written` runs once this call's write is on disk (on the store's
+    /// thread: it must not write to the store).
+    @discardableResult
+    func appendTranscript(_ id: String, _ items: [TranscriptItem], with earlier: [Mutation] = [], hold: Bool = false,
+                          written: (@Sendable () -> Void)? = nil) -> [Mutation] {
         let t = SessionManager.now()
         let bound = configuration().transcriptMax
-        transcriptNext.withLock { next in
+        return transcriptNext.withLock { next in
             let (last, first) = store.read { s in (s.transcripts[id]?.last?.order ?? 0, s.transcripts[id]?.first?.order ?? 1) }
             var order = max(next[id] ?? 1, last + 1)
-            var m: [Mutation] = []
+            var m = earlier
             for i in items {
                 m.append(.appendTranscript(TranscriptEntry(sessionID: id, order: order, timestamp: t, kind: i.kind, level: i.level, text: i.text,
                                                            dataJSON: i.dataJSON)))
@@ -71,8 +80,14 @@ extension SessionManager {
                 order += 1
             }
             next[id] = order
+            if hold { return m }
             if order - first > bound + bound / 10 { m.append(.trimTranscript(sessionID: id, before: order - bound)) }
-            store.write(m) { _ in written?.signal() }
+            if m.isEmpty {
+                written?()
+            } else {
+                store.write(m) { _ in written?() }
+            }
+            return []
         }
     }
 
@@ -104,55 +119,99 @@ extension SessionManager {
         CommandPolicy(allowed: configuration().commandAllow.map { Set($0) } ?? CommandPolicy.defaultAllowed)
     }
 
-    /// Runs one command of a caller through ChimeraX's REST interface, one at a time per session. Blocks
-    /// (up to --command-timeout): call off the event loops. `trusted` skips the allow-list (the supervisor's
-    /// own commands: finalize's save).
-    func runCommand(_ id: String, _ text: String, caller: Caller?, trusted: Bool = false) throws(CommandFailure) -> CommandOutcome {
+    /// Runs one command of a caller through ChimeraX's REST interface, one at a time per session, without
+    /// holding a thread: checks now (ownership, status, the allow-list), then the command waits its turn on
+    /// the reactor and goes over a non-blocking HTTP/1.0 exchange. `completion` runs once, on a global queue,
+    /// after the reply is in the transcript on disk; past --command-timeout (waiting and running) it gets
+    /// `.timeout` and the next command runs when ChimeraX has finished this one. `trusted` skips the
+    /// allow-list (the supervisor's own commands: the structure's `open`, finalize's `save`).
+    func submitCommand(_ id: String, _ text: String, caller: Caller?, trusted: Bool = false,
+                       completion: @escaping @Sendable (Result<CommandOutcome, CommandFailure>) -> Void) {
+        let done: @Sendable (Result<CommandOutcome, CommandFailure>) -> Void = { r in DispatchQueue.global().async { completion(r) } }
         guard let rec = live.withLock({ $0[id] }) else {
-            guard let r = store.read({ $0.sessions[id] }) else { throw .notFound }
-            if let caller, !caller.mayActOn(ownerType: r.ownerType, ownerID: r.ownerID) { throw .forbidden }
-            throw .ended(r.status)
+            guard let r = store.read({ $0.sessions[id] }) else { return done(.failure(.notFound)) }
+            if let caller, !caller.mayActOn(ownerType: r.ownerType, ownerID: r.ownerID) { return done(.failure(.forbidden)) }
+            return done(.failure(.ended(r.status)))
         }
-        if let caller, !caller.mayActOn(ownerType: rec.ownerType, ownerID: rec.ownerID) { throw .forbidden }
-        guard rec.status == "ready" || rec.status == "busy", let endpoint = endpoints.withLock({ $0[id] }) else { throw .notReady(rec.status) }
+        if let caller, !caller.mayActOn(ownerType: rec.ownerType, ownerID: rec.ownerID) { return done(.failure(.forbidden)) }
+        guard rec.status == "ready" || rec.status == "busy" else { return done(.failure(.notReady(rec.status))) }
         if !trusted, let refusal = policy().check(text, directory: rec.directory) {
             appendTranscript(id, [TranscriptItem(kind: "command", level: "error", text: text,
                                                  dataJSON: JSON.object([("refused", .string(refusal.reason))]).serializedString())])
-            throw .refused(refusal)
+            return done(.failure(.refused(refusal)))
         }
-        let lane = lanes.withLock { l in
-            if let x = l[id] { return x }
-            let x = CommandLane()
-            l[id] = x
-            return x
-        }
-        guard lane.waiting.add(1, ordering: .relaxed).newValue <= CommandLane.maxWaiting + 1 else {
-            lane.waiting.subtract(1, ordering: .relaxed)
-            throw .queueFull
-        }
-        defer { lane.waiting.subtract(1, ordering: .relaxed) }
         let timeout = configuration().commandTimeout
-        let start = Date()
-        guard lane.gate.wait(timeout: .now() + .seconds(timeout)) == .success else { throw .timeout(timeout) }
-        defer { lane.gate.signal() }
-        touch(id)
-        reactor.execute { [self] in runners[id]?.commandStarted() }
-        defer { reactor.execute { [self] in runners[id]?.commandFinished() } }
-        appendTranscript(id, [TranscriptItem(kind: "command", level: "info", text: text)])
-        let left = Double(timeout) - Date().timeIntervalSince(start)
-        guard left > 0, let reply = RESTClient.get(port: endpoint.port, path: "/run?command=" + SessionManager.queryEncode(text), timeout: left,
-                                                      namespace: endpoint.namespace) else {
-            let timedOut = Date().timeIntervalSince(start) >= Double(timeout) - 0.05
-            appendTranscript(id, [TranscriptItem(kind: "reply", level: "error", text: timedOut ? "no answer within \(timeout) s" : "ChimeraX did not answer")])
-            if timedOut { throw .timeout(timeout) }
-            throw .noAnswer
+        let deadline = Reactor.now() + Double(timeout)
+        reactor.execute { [self] in
+            guard runners[id] != nil else { return done(.failure(.ended(live.withLock { $0[id]?.status } ?? "terminated"))) }
+            let q = commandQueues[id] ?? CommandQueue()
+            commandQueues[id] = q
+            guard q.pending.count < CommandQueue.maxWaiting + (q.running ? 0 : 1) else { return done(.failure(.queueFull)) }
+            q.nextSeq += 1
+            let seq = q.nextSeq
+            q.pending.append(.init(seq: seq, text: text, deadline: deadline, timeout: timeout, completion: done))
+            // Still waiting at the deadline: 504, and it never runs.
+            reactor.schedule(at: deadline) { [weak q] in
+                guard let q, let i = q.pending.firstIndex(where: { $0.seq == seq }) else { return }
+                q.pending.remove(at: i).completion(.failure(.timeout(timeout)))
+            }
+            pumpCommands(id)
         }
-        let outcome = SessionManager.outcome(of: reply.body, command: text, durationMs: Date().timeIntervalSince(start) * 1000)
-        let message = outcome.error["message"]?.stringValue
-        appendTranscript(id, [TranscriptItem(kind: "reply", level: outcome.ok ? "info" : "error", text: message ?? "ok",
-                                             dataJSON: JSON.object([("log", outcome.log), ("json_values", outcome.jsonValues)]).serializedString())],
-                         durable: true)
-        return outcome
+    }
+
+    /// Starts the next waiting command of a session if none runs. Reactor thread.
+    func pumpCommands(_ id: String) {
+        guard let q = commandQueues[id], !q.running, !q.pending.isEmpty else { return }
+        guard let runner = runners[id], let port = runner.port else { return }
+        let c = q.pending.removeFirst()
+        q.running = true
+        let start = Reactor.now()
+        touch(id)
+        runner.commandStarted()
+        // The command's entry is numbered and announced now, and written with its reply.
+        let commandEntry = appendTranscript(id, [TranscriptItem(kind: "command", level: "info", text: c.text)], hold: true)
+        RESTExchange.start(port: port, path: "/run?command=" + SessionManager.queryEncode(c.text), timeout: c.deadline - start,
+                           namespace: runner.process.network, reactor: reactor) { [self] result in
+            q.running = false
+            runners[id]?.commandFinished()
+            let item: TranscriptItem
+            let answer: Result<CommandOutcome, CommandFailure>
+            switch result {
+            case .reply(let reply):
+                let outcome = SessionManager.outcome(of: reply.body, command: c.text, durationMs: (Reactor.now() - start) * 1000)
+                item = TranscriptItem(kind: "reply", level: outcome.ok ? "info" : "error", text: outcome.error["message"]?.stringValue ?? "ok",
+                                      dataJSON: JSON.object([("log", outcome.log), ("json_values", outcome.jsonValues)]).serializedString())
+                answer = .success(outcome)
+            case .timedOut:
+                item = TranscriptItem(kind: "reply", level: "error", text: "no answer within \(c.timeout) s")
+                answer = .failure(.timeout(c.timeout))
+            case .failed(let why):
+                item = TranscriptItem(kind: "reply", level: "error", text: "ChimeraX did not answer (\(why))")
+                answer = .failure(.noAnswer)
+            }
+            // The answer once the reply is in the transcript on disk; the next command starts now.
+            appendTranscript(id, [item], with: commandEntry) { c.completion(answer) }
+            pumpCommands(id)
+        }
+    }
+
+    /// The session ended: commands still waiting get `session_ended`. Reactor thread.
+    func endCommands(_ id: String, status: String) {
+        guard let q = commandQueues.removeValue(forKey: id) else { return }
+        for p in q.pending { p.completion(.failure(.ended(status))) }
+        q.pending = []
+    }
+
+    /// `submitCommand`, waiting for the answer (finalize, off the event loops).
+    func runCommand(_ id: String, _ text: String, caller: Caller?, trusted: Bool = false) throws(CommandFailure) -> CommandOutcome {
+        let result = Mutex<Result<CommandOutcome, CommandFailure>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        submitCommand(id, text, caller: caller, trusted: trusted) { r in
+            result.withLock { $0 = r }
+            done.signal()
+        }
+        done.wait()
+        return try result.withLock { $0! }.get()
     }
 
     /// ChimeraX's reply (JSON whatever the Content-Type: `text/plain` before 1.11) in the API's shape. A body

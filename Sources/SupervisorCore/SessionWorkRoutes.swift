@@ -24,11 +24,12 @@ extension SessionRoutes {
             }
         }
 
-        router.addBlocking(.POST, "/api/sessions/{id}/commands", doc: RouteDoc(
+        router.add(.POST, "/api/sessions/{id}/commands", doc: RouteDoc(
             "Run one ChimeraX command (checked against the allow-list, each part split by `;`) through its REST interface.", tags: ["sessions"],
             responses: [("200", "id, command, ok, error, log, json_values, duration_ms"), ("400", "validation_error"), ("403", "command_not_allowed or forbidden"),
                         ("404", "session_not_found"), ("409", "session_not_ready"), ("410", "session_ended"), ("429", "rate_limited"),
-                        ("502", "chimerax_unavailable"), ("504", "command_timeout")])) { req throws(Problem) in
+                        ("502", "chimerax_unavailable"), ("504", "command_timeout")])) { req, responder in
+          do throws(Problem) {
             let caller = try access.caller(req)
             let body = try req.jsonObject(limit: 64 << 10)
             guard case .string(let command)? = body["command"] else { throw Problem.validation(field: "command", "a string") }
@@ -52,19 +53,25 @@ extension SessionRoutes {
                     throw Problem(429, "rate_limited", "Too many commands; try again later.", headers: [("Retry-After", "\(max(1, quota.resetIn))")] + rateHeaders)
                 }
             }
-            let outcome: CommandOutcome
-            do throws(CommandFailure) {
-                outcome = try manager.runCommand(id, command, caller: caller)
-            } catch {
-                throw problem(error)
+            // Answered when ChimeraX has (no thread waits meanwhile).
+            let limitHeaders = rateHeaders
+            manager.submitCommand(id, command, caller: caller) { result in
+                switch result {
+                case .failure(let f):
+                    responder.send(problem(f))
+                case .success(let outcome):
+                    if case .browser(let a) = caller { try? state.identity.countUsage(anonymousID: a.id, commands: 1) }
+                    var resp = Response.json(.object([
+                        ("id", .string(id)), ("command", .string(command)), ("ok", .bool(outcome.ok)), ("error", outcome.error), ("log", outcome.log),
+                        ("json_values", outcome.jsonValues), ("duration_ms", .number((outcome.durationMs * 1000).rounded() / 1000)),
+                    ]))
+                    for (k, v) in limitHeaders { resp.headers.add(k, v) }
+                    responder.send(resp)
+                }
             }
-            if case .browser(let a) = caller { try? state.identity.countUsage(anonymousID: a.id, commands: 1) }
-            var resp = Response.json(.object([
-                ("id", .string(id)), ("command", .string(command)), ("ok", .bool(outcome.ok)), ("error", outcome.error), ("log", outcome.log),
-                ("json_values", outcome.jsonValues), ("duration_ms", .number((outcome.durationMs * 1000).rounded() / 1000)),
-            ]))
-            for (k, v) in rateHeaders { resp.headers.add(k, v) }
-            return resp
+          } catch {
+            responder.send(error)
+          }
         }
 
         router.add(.GET, "/api/sessions/{id}/messages", doc: RouteDoc(

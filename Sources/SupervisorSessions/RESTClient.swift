@@ -42,6 +42,11 @@ public enum RESTClient {
             if n < 0 { return nil }
             break
         }
+        return parse(data)
+    }
+
+    /// A whole HTTP/1.x reply (the connection has closed): status and body.
+    public static func parse(_ data: [UInt8]) -> Reply? {
         guard let end = headEnd(data) else { return nil }
         let statusLine = String(decoding: data[..<end].prefix { $0 != 13 }, as: UTF8.self)
         let parts = statusLine.split(separator: " ")

@@ -66,6 +66,15 @@ public final class Reactor: @unchecked Sendable {
         _ = cshim_epoll_ctl(epfd, 1, fd, CSHIM_EPOLLIN | CSHIM_EPOLLRDHUP, UInt64(UInt32(bitPattern: fd)))
     }
 
+    /// Calls `body` on `events` (`CSHIM_EPOLLIN`, `CSHIM_EPOLLOUT`…) of `fd`; watching it again changes the
+    /// events and the body. Reactor thread only.
+    public func watch(_ fd: Int32, events: UInt32, _ body: @escaping () -> Void) {
+        precondition(inReactor || threadID.load(ordering: .relaxed) == 0)
+        let op: Int32 = handlers[fd] == nil ? 1 : 3
+        handlers[fd] = body
+        _ = cshim_epoll_ctl(epfd, op, fd, events, UInt64(UInt32(bitPattern: fd)))
+    }
+
     /// Stops watching `fd` (before closing it). Reactor thread only.
     public func unwatch(_ fd: Int32) {
         handlers[fd] = nil

@@ -157,7 +157,20 @@ public struct StoreState: Sendable {
             }
             transcripts[id] = nil
         case .appendTranscript(let t):
-            transcripts[t.sessionID, default: []].append(t)
+            // Kept sorted by order: an entry written later than entries after it (a command is written with
+            // its reply) goes in its place.
+            if let last = transcripts[t.sessionID]?.last, last.order >= t.order {
+                var list = transcripts.removeValue(forKey: t.sessionID)!
+                var lo = 0, hi = list.count
+                while lo < hi {
+                    let mid = (lo + hi) / 2
+                    if list[mid].order < t.order { lo = mid + 1 } else { hi = mid }
+                }
+                if lo < list.count && list[lo].order == t.order { list[lo] = t } else { list.insert(t, at: lo) }
+                transcripts[t.sessionID] = list
+            } else {
+                transcripts[t.sessionID, default: []].append(t)
+            }
         case .deleteTranscript(let id):
             transcripts[id] = nil
         case .trimTranscript(let id, let before):

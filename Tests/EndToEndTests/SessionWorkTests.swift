@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import TestSupport
+import Synchronization
 import Testing
 
 /// Commands, transcript, documents and finalize against the built daemon and the stand-in ChimeraX.
@@ -136,6 +137,38 @@ struct SessionWorkTests {
         let next = try command(f, id, "version")
         #expect(next.status == 200 && next.json["ok"] as? Bool == true, "\(next.text)")
         #expect(try f.call("GET", "/api/sessions/\(id)").json["status"] as? String == "ready")
+    }
+
+    @Test func commandsWaitTheirTurnInABoundedQueue() throws {
+        let f = try SessionFixture(["--command-timeout", "5"])
+        let id = try f.readySession()
+        let statuses = Mutex<[Int]>([])
+        let group = DispatchGroup()
+        let port = f.port, token = f.ann
+        @Sendable func post(_ c: String) {
+            let r = try? httpRequest(port: port, "POST", "/api/sessions/\(id)/commands", headers: [("Authorization", "Bearer \(token)")],
+                                     body: #"{"command":"\#(c)"}"#)
+            statuses.withLock { $0.append(r?.status ?? 0) }
+        }
+        // Threads of their own (the global queue would run only a few blocking clients at once).
+        func client(_ c: String) {
+            group.enter()
+            Thread {
+                post(c)
+                group.leave()
+            }.start()
+        }
+        // One slow command runs (1 s); ten more arrive while it does: eight wait, the rest are refused.
+        client("wait 60")
+        usleep(300_000)
+        for _ in 0..<10 { client("version") }
+        group.wait()
+        let s = statuses.withLock { $0 }.sorted()
+        #expect(s.filter { $0 == 200 }.count == 9 && s.filter { $0 == 429 }.count == 2, "\(s)")
+        // In order: the transcript has the slow command, then the eight that waited.
+        let items = try f.call("GET", "/api/sessions/\(id)/messages?limit=200").json["items"] as? [[String: Any]] ?? []
+        let commands = items.filter { $0["kind"] as? String == "command" }.compactMap { $0["text"] as? String }
+        #expect(commands == ["wait 60"] + Array(repeating: "version", count: 8), "\(commands)")
     }
 }
 
