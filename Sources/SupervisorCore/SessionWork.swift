@@ -27,6 +27,8 @@ final class CommandQueue {
 
     var pending: [Pending] = []
     var running = false
+    /// Transcript entries of ChimeraX's log while the running command runs, written with its reply.
+    var heldLog: [Mutation] = []
     var nextSeq: UInt64 = 0
     /// Requests that may wait behind the one running.
     static let maxWaiting = 8
@@ -94,23 +96,29 @@ extension SessionManager {
     /// Reactor thread: a line of ChimeraX's output joins the current log block.
     func outputLine(_ id: String, _ line: String, stderr: Bool) {
         var b = logBlocks[id] ?? (LogBlocks(), LogBlocks())
-        if stderr {
-            if let x = b.err.feed(line) { appendTranscript(id, [TranscriptItem(kind: "log", level: "warning", text: x.text, dataJSON: #"{"stream":"stderr"}"#)]) }
-        } else if let x = b.out.feed(line) {
-            appendTranscript(id, [TranscriptItem(kind: "log", level: x.level, text: x.text)])
-        }
+        let block = stderr ? b.err.feed(line) : b.out.feed(line)
         logBlocks[id] = b
+        if let block { logEntry(id, block, stderr: stderr) }
     }
 
     /// Reactor thread: the output paused; the block so far is an entry.
     func outputPaused(_ id: String, stderr: Bool) {
         guard var b = logBlocks[id] else { return }
-        if stderr {
-            if let x = b.err.flush() { appendTranscript(id, [TranscriptItem(kind: "log", level: "warning", text: x.text, dataJSON: #"{"stream":"stderr"}"#)]) }
-        } else if let x = b.out.flush() {
-            appendTranscript(id, [TranscriptItem(kind: "log", level: x.level, text: x.text)])
-        }
+        let block = stderr ? b.err.flush() : b.out.flush()
         logBlocks[id] = b
+        if let block { logEntry(id, block, stderr: stderr) }
+    }
+
+    /// A log block in the transcript. While a command runs, its log is written with its reply (one flush
+    /// for the whole exchange); otherwise at once. Reactor thread.
+    private func logEntry(_ id: String, _ block: LogBlocks.Block, stderr: Bool) {
+        let item = stderr ? TranscriptItem(kind: "log", level: "warning", text: block.text, dataJSON: #"{"stream":"stderr"}"#)
+            : TranscriptItem(kind: "log", level: block.level, text: block.text)
+        if let q = commandQueues[id], q.running {
+            q.heldLog += appendTranscript(id, [item], hold: true)
+        } else {
+            appendTranscript(id, [item])
+        }
     }
 
     // MARK: Commands
@@ -190,7 +198,9 @@ extension SessionManager {
                 answer = .failure(.noAnswer)
             }
             // The answer once the reply is in the transcript on disk; the next command starts now.
-            appendTranscript(id, [item], with: commandEntry) { c.completion(answer) }
+            let held = q.heldLog
+            q.heldLog = []
+            appendTranscript(id, [item], with: commandEntry + held) { c.completion(answer) }
             pumpCommands(id)
         }
     }
@@ -198,6 +208,8 @@ extension SessionManager {
     /// The session ended: commands still waiting get `session_ended`. Reactor thread.
     func endCommands(_ id: String, status: String) {
         guard let q = commandQueues.removeValue(forKey: id) else { return }
+        if !q.heldLog.isEmpty { store.write(q.heldLog) { _ in } }
+        q.heldLog = []
         for p in q.pending { p.completion(.failure(.ended(status))) }
         q.pending = []
     }
