@@ -89,6 +89,8 @@ final class SessionManager: @unchecked Sendable {
 
     struct Counters {
         var created = 0
+        /// Commands by result: ok, error (ChimeraX's), refused, timeout, busy (queue full), failed.
+        var commands: [String: Int] = [:]
         var terminations: [String: Int] = [:]
         /// Create-to-ready seconds, bucketed.
         var spawnBuckets: [Double: Int] = [:]
@@ -586,6 +588,12 @@ extension SessionManager {
         out += "chimerax_supervisor_sessions_created_total \(c.created)\n"
         out += "# HELP chimerax_supervisor_heartbeats_total Heartbeats received.\n# TYPE chimerax_supervisor_heartbeats_total counter\n"
         out += "chimerax_supervisor_heartbeats_total \(heartbeats.load(ordering: .relaxed))\n"
+        out += "# HELP chimerax_supervisor_commands_total ChimeraX commands of users, by result.\n# TYPE chimerax_supervisor_commands_total counter\n"
+        for r in ["ok", "error", "refused", "timeout", "busy", "failed"] {
+            out += "chimerax_supervisor_commands_total{result=\"\(r)\"} \(c.commands[r] ?? 0)\n"
+        }
+        out += "# HELP chimerax_supervisor_event_streams Open event streams.\n# TYPE chimerax_supervisor_event_streams gauge\n"
+        out += "chimerax_supervisor_event_streams \(events.openStreams)\n"
         out += "# HELP chimerax_supervisor_session_terminations_total Sessions ended, by reason.\n# TYPE chimerax_supervisor_session_terminations_total counter\n"
         for r in TerminationReason.allCases {
             out += "chimerax_supervisor_session_terminations_total{reason=\"\(r.rawValue)\"} \(c.terminations[r.rawValue] ?? 0)\n"

@@ -56,6 +56,15 @@ extension SessionRoutes {
             // Answered when ChimeraX has (no thread waits meanwhile).
             let limitHeaders = rateHeaders
             manager.submitCommand(id, command, caller: caller) { result in
+                let counted: String
+                switch result {
+                case .success(let o): counted = o.ok ? "ok" : "error"
+                case .failure(.refused): counted = "refused"
+                case .failure(.timeout): counted = "timeout"
+                case .failure(.queueFull): counted = "busy"
+                case .failure: counted = "failed"
+                }
+                manager.counters.withLock { $0.commands[counted, default: 0] += 1 }
                 switch result {
                 case .failure(let f):
                     responder.send(problem(f))

@@ -29,6 +29,8 @@ struct SessionWorkTests {
         #expect(err["type"] as? String == "UserError" && (err["message"] as? String ?? "").contains("No such file"))
 
         #expect(try command(f, id, "version; view").json["ok"] as? Bool == true)
+        let metrics = try curl(["--unix-socket", f.daemon.socketPath, "http://localhost/metrics"]).stdout
+        #expect(metrics.contains(#"chimerax_supervisor_commands_total{result="ok"} 2"#) && metrics.contains(#"chimerax_supervisor_commands_total{result="error"} 1"#))
 
         // The transcript: lifecycle event, log blocks, then each command and its reply in order.
         let all = try f.call("GET", "/api/sessions/\(id)/messages?limit=200")
