@@ -66,7 +66,14 @@ public enum RouteResolution: Sendable {
 /// the GET route when there is no HEAD route of its own.
 public struct Router: Sendable {
     public private(set) var routes: [Route] = []
-    private var bySegmentCount: [Int: [Int]] = [:]
+    /// Routes by segment count and last segment: those ending in a literal under that literal, those ending
+    /// in a parameter under nil. A path is matched only against routes that could match it.
+    private var byShape: [Shape: [Int]] = [:]
+
+    private struct Shape: Hashable {
+        let count: Int
+        let last: Substring?
+    }
     /// Routes without parameters by normalised path: most requests resolve with one hash lookup.
     private var staticRoutes: [String: [Int]] = [:]
 
@@ -80,7 +87,8 @@ public struct Router: Sendable {
         }
         precondition(!routes.contains { $0.method == method && $0.segments == segments }, "duplicate route \(method) \(pattern)")
         routes.append(Route(method: method, pattern: pattern, segments: segments, bodyLimit: bodyLimit, handler: handler, doc: doc))
-        bySegmentCount[segments.count, default: []].append(routes.count - 1)
+        let last: Substring? = if case .literal(let l)? = segments.last { Substring(l) } else { nil }
+        byShape[Shape(count: segments.count, last: last), default: []].append(routes.count - 1)
         if segments.allSatisfy({ if case .literal = $0 { true } else { false } }) {
             staticRoutes["/" + segments.map { if case .literal(let l) = $0 { l } else { "" } }.joined(separator: "/"), default: []]
                 .append(routes.count - 1)
@@ -109,7 +117,8 @@ public struct Router: Sendable {
             for i in candidates where routes[i].method == method { return .matched(routes[i], [:]) }
         }
         let parts = Router.split(path)
-        guard let candidates = bySegmentCount[parts.count] else { return .notFound }
+        let candidates = (byShape[Shape(count: parts.count, last: parts.last)] ?? []) + (byShape[Shape(count: parts.count, last: nil)] ?? [])
+        if candidates.isEmpty { return .notFound }
         var allowed: [String] = []
         var getMatch: (Route, [String: String])?
         var exact: (Route, [String: String], literals: Int)?

@@ -29,8 +29,7 @@ struct Access: Sendable {
     /// a stale cookie is ignored. Unsafe methods authenticated by a cookie must pass the CSRF rule.
     func caller(_ req: Request) throws(Problem) -> Caller {
         if let auth = req.headers["Authorization"] {
-            let parts = auth.split(separator: " ", maxSplits: 1)
-            guard parts.count == 2, parts[0].lowercased() == "bearer", let (u, d) = identity.authenticate(token: String(parts[1])) else {
+            guard let token = Access.bearerToken(auth), let (u, d) = identity.authenticate(token: token) else {
                 throw Problem(401, "unauthorized", "The bearer token is not valid (expired, revoked or unknown).",
                               headers: [("WWW-Authenticate", "Bearer error=\"invalid_token\"")])
             }
@@ -46,6 +45,19 @@ struct Access: Sendable {
             return .browser(a)
         }
         return .anonymous
+    }
+
+    /// The token of `Bearer <token>` (the scheme in any case), without splitting or copying the header twice.
+    static func bearerToken(_ header: String) -> String? {
+        let u = header.utf8
+        guard u.count > 7 else { return nil }
+        var i = u.startIndex
+        for c in "bearer".utf8 {
+            guard u[i] | 0x20 == c else { return nil }
+            i = u.index(after: i)
+        }
+        guard u[i] == UInt8(ascii: " ") else { return nil }
+        return String(header[u.index(after: i)...])
     }
 
     /// A signed-in user, or `401`.

@@ -1,16 +1,16 @@
+import CShim
+
 /// SHA-256 (FIPS 180-4). Foundation on Linux has none; this one is tested against the NIST vectors.
-/// Used to store login tokens as hashes; passwords go through `crypt(3)` instead.
+/// Used to store login tokens as hashes (every authenticated request hashes its token); passwords go
+/// through `crypt(3)` instead. The compression uses the CPU's SHA extensions when it has them (the same
+/// vectors test both paths).
 public struct SHA256: Sendable {
-    private static let k: [UInt32] = [
-        0x428a_2f98, 0x7137_4491, 0xb5c0_fbcf, 0xe9b5_dba5, 0x3956_c25b, 0x59f1_11f1, 0x923f_82a4, 0xab1c_5ed5,
-        0xd807_aa98, 0x1283_5b01, 0x2431_85be, 0x550c_7dc3, 0x72be_5d74, 0x80de_b1fe, 0x9bdc_06a7, 0xc19b_f174,
-        0xe49b_69c1, 0xefbe_4786, 0x0fc1_9dc6, 0x240c_a1cc, 0x2de9_2c6f, 0x4a74_84aa, 0x5cb0_a9dc, 0x76f9_88da,
-        0x983e_5152, 0xa831_c66d, 0xb003_27c8, 0xbf59_7fc7, 0xc6e0_0bf3, 0xd5a7_9147, 0x06ca_6351, 0x1429_2967,
-        0x27b7_0a85, 0x2e1b_2138, 0x4d2c_6dfc, 0x5338_0d13, 0x650a_7354, 0x766a_0abb, 0x81c2_c92e, 0x9272_2c85,
-        0xa2bf_e8a1, 0xa81a_664b, 0xc24b_8b70, 0xc76c_51a3, 0xd192_e819, 0xd699_0624, 0xf40e_3585, 0x106a_a070,
-        0x19a4_c116, 0x1e37_6c08, 0x2748_774c, 0x34b0_bcb5, 0x391c_0cb3, 0x4ed8_aa4a, 0x5b9c_ca4f, 0x682e_6ff3,
-        0x748f_82ee, 0x78a5_636f, 0x84c8_7814, 0x8cc7_0208, 0x90be_fffa, 0xa450_6ceb, 0xbef9_a3f7, 0xc671_78f2,
-    ]
+    /// Whether the SHA extensions are used (checked once).
+    public static let hardware = cshim_sha256_hw() == 1
+    private var useHardware = SHA256.hardware
+
+    /// The round constants (FIPS 180-4 §4.2.2), shared with the hardware path's table.
+    private static let k: [UInt32] = Array(UnsafeBufferPointer(start: cshim_sha256_constants(), count: 64))
 
     private var h: (UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32) =
         (0x6a09_e667, 0xbb67_ae85, 0x3c6e_f372, 0xa54f_f53a, 0x510e_527f, 0x9b05_688c, 0x1f83_d9ab, 0x5be0_cd19)
@@ -19,11 +19,53 @@ public struct SHA256: Sendable {
 
     public init() { buffer.reserveCapacity(64) }
 
-    /// The digest of `bytes`.
+    /// For tests: the software compression even where the hardware one exists.
+    init(software: Bool) {
+        self.init()
+        useHardware = !software && SHA256.hardware
+    }
+
+    /// The digest of `bytes`: whole blocks straight from the input, the last one or two built on the stack.
     public static func hash<C: Collection>(_ bytes: C) -> [UInt8] where C.Element == UInt8 {
         var s = SHA256()
+        if let digest = bytes.withContiguousStorageIfAvailable({ s.oneShot(UnsafeRawBufferPointer($0)) }) { return digest }
         s.update(bytes)
         return s.finalize()
+    }
+
+    static func hash(_ bytes: [UInt8], software: Bool) -> [UInt8] {
+        var s = SHA256(software: software)
+        return bytes.withUnsafeBytes { s.oneShot($0) }
+    }
+
+    private mutating func oneShot(_ input: UnsafeRawBufferPointer) -> [UInt8] {
+        let whole = input.count / 64
+        if whole > 0 { compress(input.baseAddress!, blocks: whole) }
+        let rest = input.count - whole * 64
+        let bits = UInt64(input.count) &* 8
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 128) { tail in
+            let n = rest + 1 + 8 <= 64 ? 64 : 128
+            for i in 0..<n { tail[i] = 0 }
+            for i in 0..<rest { tail[i] = input[whole * 64 + i] }
+            tail[rest] = 0x80
+            for i in 0..<8 { tail[n - 1 - i] = UInt8(truncatingIfNeeded: bits >> (UInt64(i) * 8)) }
+            compress(UnsafeRawPointer(tail.baseAddress!), blocks: n / 64)
+        }
+        return digest()
+    }
+
+    private func digest() -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: 32) { out, count in
+            var i = 0
+            for v in [h.0, h.1, h.2, h.3, h.4, h.5, h.6, h.7] {
+                out[i] = UInt8(v >> 24)
+                out[i + 1] = UInt8(truncatingIfNeeded: v >> 16)
+                out[i + 2] = UInt8(truncatingIfNeeded: v >> 8)
+                out[i + 3] = UInt8(truncatingIfNeeded: v)
+                i += 4
+            }
+            count = 32
+        }
     }
 
     public static func hash(_ text: String) -> [UInt8] { hash(Array(text.utf8)) }
@@ -45,13 +87,14 @@ public struct SHA256: Sendable {
             buffer.append(contentsOf: input[0..<take])
             i = take
             if buffer.count == 64 {
-                buffer.withUnsafeBytes { compress($0.baseAddress!) }
+                buffer.withUnsafeBytes { compress($0.baseAddress!, blocks: 1) }
                 buffer.removeAll(keepingCapacity: true)
             }
         }
-        while input.count - i >= 64 {
-            compress(input.baseAddress! + i)
-            i += 64
+        let whole = (input.count - i) / 64
+        if whole > 0 {
+            compress(input.baseAddress! + i, blocks: whole)
+            i += whole * 64
         }
         if i < input.count { buffer.append(contentsOf: input[i...]) }
     }
@@ -64,19 +107,23 @@ public struct SHA256: Sendable {
         for i in (0..<8).reversed() { pad.append(UInt8(truncatingIfNeeded: bits >> (UInt64(i) * 8))) }
         pad.withUnsafeBytes { absorb($0) }
         precondition(buffer.isEmpty)
-        var out: [UInt8] = []
-        out.reserveCapacity(32)
-        for v in [h.0, h.1, h.2, h.3, h.4, h.5, h.6, h.7] {
-            out += [UInt8(v >> 24), UInt8(truncatingIfNeeded: v >> 16), UInt8(truncatingIfNeeded: v >> 8), UInt8(truncatingIfNeeded: v)]
-        }
-        return out
+        return digest()
     }
 
     @inline(__always)
     private static func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { (x >> n) | (x << (32 - n)) }
 
+    /// `blocks` 64-byte blocks: the SHA extensions, or software.
+    private mutating func compress(_ data: UnsafeRawPointer, blocks: Int) {
+        if useHardware {
+            withUnsafeMutableBytes(of: &h) { cshim_sha256_blocks($0.baseAddress!.assumingMemoryBound(to: UInt32.self), data, blocks) }
+            return
+        }
+        for b in 0..<blocks { compressSoftware(data + 64 * b) }
+    }
+
     /// One 64-byte block; the message schedule lives on the stack.
-    private mutating func compress(_ block: UnsafeRawPointer) {
+    private mutating func compressSoftware(_ block: UnsafeRawPointer) {
         withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { w in
             for i in 0..<16 {
                 let b = block + 4 * i

@@ -15,6 +15,17 @@ struct SHA256Tests {
     ])
     func nistVectors(_ input: String, _ expected: String) {
         #expect(hexString(SHA256.hash(input)) == expected)
+        #expect(hexString(SHA256.hash(Array(input.utf8), software: true)) == expected, "the software compression")
+    }
+
+    @Test func theHardwareAndSoftwareCompressionsAgreeAtEveryLength() {
+        // Where the CPU has the SHA extensions both paths run; elsewhere this compares software with itself.
+        print("SHA-256 extensions used: \(SHA256.hardware)")
+        var rng = SystemRandomNumberGenerator()
+        for n in 0...300 {
+            let bytes = (0..<n).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            #expect(SHA256.hash(bytes) == SHA256.hash(bytes, software: true), "length \(n)")
+        }
     }
 
     @Test func byteVectorsFromTheCAVPShortMessageSet() {

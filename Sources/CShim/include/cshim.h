@@ -80,6 +80,14 @@ int cshim_netns_available(void);
 int cshim_socket_in_netns(int nsfd, int domain, int type);
 /* Moves the calling thread into the network namespace `nsfd` (benchmarks: a thread that stays there). */
 int cshim_setns_net(int nsfd);
+
+/* The 64 round constants of SHA-256 (FIPS 180-4 §4.2.2), for both compressions. */
+const uint32_t *cshim_sha256_constants(void);
+/* SHA-256 compression with the x86 SHA extensions: 1 if this CPU has them. */
+int cshim_sha256_hw(void);
+/* Compresses `blocks` 64-byte blocks of `data` into `state` (8 words, FIPS 180-4 order); only when
+   cshim_sha256_hw() is 1. */
+void cshim_sha256_blocks(uint32_t state[8], const unsigned char *data, size_t blocks);
 /// Reaps the process behind a pidfd if it has exited: returns 1 and sets *code (exit status, or -1) and
 /// *signal (terminating signal, or 0); 0 if it is still running; -1 on error.
 int cshim_pidfd_reap(int pidfd, int *code, int *signal);
