@@ -51,6 +51,8 @@ final class Connection: EventHandler, TimerTarget {
     private var lingerBytes = 0
     /// The stream of a `.streaming` response.
     private var stream: ResponseStream?
+    /// A file being sent as the rest of a streamed body (sendfile, as the socket takes it), then the end.
+    private var file: (fd: Int32, offset: off_t, end: off_t)?
 
     // Timeouts: one deadline, at most a couple of heap entries.
     private var deadline: UInt64 = 0
@@ -335,6 +337,17 @@ final class Connection: EventHandler, TimerTarget {
         flush()
     }
 
+    /// The rest of a streamed body is `length` bytes of file `fd` (owned from here): sent with sendfile as the
+    /// client takes it, then the stream ends. Loop thread.
+    func streamFile(_ fd: Int32, length: Int, generation g: UInt64) {
+        guard g == generation, phase == .streaming, file == nil else {
+            Glibc.close(fd)
+            return
+        }
+        file = (fd, 0, off_t(length))
+        flush()
+    }
+
     /// The end of a streamed body: written out, then the connection closes. Loop thread.
     func streamFinish(generation g: UInt64) {
         guard g == generation, phase == .streaming else { return }
@@ -363,7 +376,8 @@ final class Connection: EventHandler, TimerTarget {
         o.append(contentsOf: "Date: ".utf8)
         o.append(contentsOf: loop.currentHTTPDate())
         o.append(contentsOf: "\r\n".utf8)
-        if !response.forbidsBody && !response.streaming {
+        // A handler may announce the length of a streamed body (or of a HEAD answer) itself.
+        if !response.forbidsBody && !response.streaming && !response.headers.contains("Content-Length") {
             o.append(contentsOf: "Content-Length: ".utf8)
             appendDecimal(&o, response.body.count)
             o.append(contentsOf: "\r\n".utf8)
@@ -417,6 +431,26 @@ final class Connection: EventHandler, TimerTarget {
             }
             close()
             return
+        }
+        if var f = file, phase == .streaming {
+            while f.offset < f.end {
+                let n = sendfile(fd, f.fd, &f.offset, Int(min(f.end - f.offset, 1 << 20)))
+                if n > 0 { continue }
+                let e = errno
+                if n < 0 && e == EINTR { continue }
+                if n < 0 && e == EAGAIN {
+                    file = f
+                    setEvents(events | CSHIM_EPOLLOUT)
+                    setDeadline(server.configuration.writeTimeout, .write)
+                    return
+                }
+                // An error, or the file shrank under us: the length promised cannot be kept.
+                close()
+                return
+            }
+            Glibc.close(f.fd)
+            file = nil
+            phase = .closing
         }
         if out.capacity > 1 << 20 { out = [] } else { out.removeAll(keepingCapacity: true) }
         outIndex = 0
@@ -525,6 +559,10 @@ final class Connection: EventHandler, TimerTarget {
         body.discard()
         stream?.connectionEnded()
         stream = nil
+        if let f = file {
+            Glibc.close(f.fd)
+            file = nil
+        }
         server.connectionClosed(self)
     }
 }

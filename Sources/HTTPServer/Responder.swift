@@ -89,6 +89,14 @@ public final class ResponseStream: Sendable {
         return true
     }
 
+    /// The rest of the body is `length` bytes of the open file `fd` (the stream owns and closes it), sent as
+    /// the client takes them; then the stream ends. Set `Content-Length` on the head to announce it.
+    public func sendFile(_ fd: Int32, length: Int) {
+        let c = UncheckedBox(connection)
+        let g = generation
+        loop.execute { c.value.streamFile(fd, length: length, generation: g) }
+    }
+
     /// Ends the body; the connection closes once it is written.
     public func finish() {
         let c = UncheckedBox(connection)

@@ -334,9 +334,6 @@ extension SessionManager {
         return fd
     }
 
-    /// Downloads are read into memory: bounded.
-    static let maxDownloadBytes = 256 << 20
-
     /// Removes the documents of a finalized session (its directory), when it is deleted.
     func removeDocuments(of rec: SessionRecord) {
         let work = configuration().workDir

@@ -122,40 +122,35 @@ extension SessionRoutes {
             return Response.json(listEnvelope(Array(items), total: docs.count, limit: limit, offset: offset))
         }
 
-        router.addBlocking(.GET, "/api/sessions/{id}/documents/{name}", doc: RouteDoc(
+        router.add(.GET, "/api/sessions/{id}/documents/{name}", doc: RouteDoc(
             "Download one document of the session (a file directly in its directory; never through a link).", tags: ["sessions"],
-            responses: [("200", "the file"), ("403", "forbidden"), ("404", "session_not_found or resource_not_found"), ("410", "session_ended"),
-                        ("413", "payload_too_large")])) { req throws(Problem) in
-            let rec = try owned(req)
-            guard !rec.isEnded || rec.status == "finalized" else { throw Problem(410, "session_ended", "The session has ended (\(rec.status)); its files are gone.") }
-            let name = req.params["name"] ?? ""
-            guard let fd = SessionManager.openDocument(name, in: rec.directory) else { throw Problem(404, "resource_not_found", "No such document.") }
-            defer { close(fd) }
-            var st = stat()
-            fstat(fd, &st)
-            let size = Int(st.st_size)
-            guard size <= SessionManager.maxDownloadBytes else {
-                throw Problem(413, "payload_too_large", "The document is larger than \(SessionManager.maxDownloadBytes) bytes, the download limit.")
+            responses: [("200", "the file"), ("403", "forbidden"), ("404", "session_not_found or resource_not_found"), ("410", "session_ended")])) { req, responder in
+            do throws(Problem) {
+                let rec = try owned(req)
+                guard !rec.isEnded || rec.status == "finalized" else { throw Problem(410, "session_ended", "The session has ended (\(rec.status)); its files are gone.") }
+                let name = req.params["name"] ?? ""
+                guard let fd = SessionManager.openDocument(name, in: rec.directory) else { throw Problem(404, "resource_not_found", "No such document.") }
+                var st = stat()
+                fstat(fd, &st)
+                let ext = name.split(separator: ".").last.map { $0.lowercased() } ?? ""
+                var head = Response(status: 200)
+                head.headers.add("Content-Type", SessionManager.mediaTypes[ext] ?? "application/octet-stream")
+                head.headers.add("Content-Length", "\(st.st_size)")
+                // The name is a plain file name (checked); quotes and backslashes escaped, non-ASCII in filename*.
+                let ascii = name.unicodeScalars.allSatisfy { $0.isASCII && $0.value >= 0x20 }
+                let quoted = name.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+                head.headers.add("Content-Disposition", ascii ? "attachment; filename=\"\(quoted)\""
+                    : "attachment; filename*=UTF-8''\(SessionManager.queryEncode(name))")
+                head.headers.add("X-Content-Type-Options", "nosniff")
+                // Sent from the file as the client takes it (sendfile): no size limit, no copy in memory.
+                guard let stream = responder.startStream(head) else {
+                    close(fd)
+                    return
+                }
+                stream.sendFile(fd, length: Int(st.st_size))
+            } catch {
+                responder.send(error)
             }
-            var body = [UInt8](repeating: 0, count: size)
-            var got = 0
-            while got < size {
-                let n = body.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + got, size - got, off_t(got)) }
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { break }
-                got += n
-            }
-            guard got == size else { throw Problem(500, "internal_error", "The document could not be read.") }
-            let ext = name.split(separator: ".").last.map { $0.lowercased() } ?? ""
-            var resp = Response(status: 200, body: body)
-            resp.headers.add("Content-Type", SessionManager.mediaTypes[ext] ?? "application/octet-stream")
-            // The name is a plain file name (checked); quotes and backslashes escaped, non-ASCII in filename*.
-            let ascii = name.unicodeScalars.allSatisfy { $0.isASCII && $0.value >= 0x20 }
-            let quoted = name.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-            resp.headers.add("Content-Disposition", ascii ? "attachment; filename=\"\(quoted)\""
-                : "attachment; filename*=UTF-8''\(SessionManager.queryEncode(name))")
-            resp.headers.add("X-Content-Type-Options", "nosniff")
-            return resp
         }
 
         router.add(.GET, "/api/sessions/{id}/events", doc: RouteDoc(

@@ -101,8 +101,19 @@ struct SessionWorkTests {
         for bad in ["..%2F..%2Fstate%2Fstore.log", "%2Fetc%2Fpasswd", "home", ".hidden", "nosuch.png", "..", "%2E%2E"] {
             #expect(try f.call("GET", "/api/sessions/\(id)/documents/\(bad)").status == 404, "\(bad)")
         }
-        // A link planted in the directory is not followed.
+        // A large document streams from the file (sendfile) with its length; HEAD gives the length only.
         let dir = f.state + "/sessions/" + id
+        let big = (0..<(24 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 12) }
+        #expect(FileManager.default.createFile(atPath: dir + "/big.cxs", contents: Data(big)))
+        let out = DaemonProcess.makeTempDirectory() + "/big.cxs"
+        let dl = try curl(["-s", "-o", out, "-w", "%{http_code} %{size_download} %{content_type}", "-H", "Authorization: Bearer \(f.ann)",
+                           "http://127.0.0.1:\(f.port)/api/sessions/\(id)/documents/big.cxs"])
+        #expect(dl.stdout == "200 \(big.count) application/x-chimerax-session", "\(dl.stdout)")
+        #expect(FileManager.default.contents(atPath: out) == Data(big), "the bytes arrive intact")
+        let head = try curl(["-s", "-I", "-H", "Authorization: Bearer \(f.ann)", "http://127.0.0.1:\(f.port)/api/sessions/\(id)/documents/big.cxs"])
+        #expect(head.stdout.lowercased().contains("content-length: \(big.count)\r\n") && head.stdout.components(separatedBy: "ontent-Length").count == 2,
+                "\(head.stdout)")
+        // A link planted in the directory is not followed.
         symlink("/etc/passwd", dir + "/passwd.png")
         #expect(try f.call("GET", "/api/sessions/\(id)/documents/passwd.png").status == 404)
         #expect(try f.call("GET", "/api/sessions/\(id)/documents", as: f.ben).status == 403)
