@@ -122,6 +122,7 @@ public final class Daemon {
         }
         sessions.recoverAfterRestart()
         state.extraMetrics.withLock { $0 = { [sessions] in sessions.renderMetrics() } }
+        state.liveRecord.withLock { $0 = { [sessions] id in sessions.record(id) } }
         state.endSessionsOf.withLock {
             $0 = { [sessions, state] type, id, reason in
                 sessions.stopAll(ownerType: type, ownerID: id, reason: TerminationReason(rawValue: reason) ?? .admin,

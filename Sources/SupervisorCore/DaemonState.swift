@@ -27,6 +27,14 @@ public final class DaemonState: Sendable {
     /// More Prometheus text (the sessions), set once the session manager exists.
     let extraMetrics = Mutex<(@Sendable () -> String)?>(nil)
 
+    /// A session's live record (fresher than the stored one while it runs), set once the session manager exists.
+    let liveRecord = Mutex<(@Sendable (String) -> SessionRecord?)?>(nil)
+
+    /// The session's record: the live one if it runs, else the stored one.
+    func sessionRecord(_ id: String) -> SessionRecord? {
+        liveRecord.withLock { $0 }?(id) ?? store.read { $0.sessions[id] }
+    }
+
     /// Ends an owner's sessions (logout with end_sessions, user deletion); returns how many.
     @discardableResult
     func endSessions(ownerType: String, ownerID: String, reason: String) -> Int {

@@ -219,9 +219,11 @@ struct IdentityRoutes {
             case .browser(let a):
                 (id, created, last, usage) = (a.id, a.createdAt, a.lastActive, usageJSON(a))
             case .user(let u, let d, _):
-                let owned = state.store.read { $0.sessions(ownedBy: "user", u.id).count }
+                // Counted from the user's session records (the live ones' commands from memory).
+                let owned = state.store.read { $0.sessions(ownedBy: "user", u.id) }.map { state.sessionRecord($0.id) ?? $0 }
                 (id, created, last) = (d.id, d.createdAt, d.lastActivity)
-                usage = .object([("sessions_created", .int(owned)), ("commands_run", .int(0)), ("uploads", .int(0))])
+                usage = .object([("sessions_created", .int(owned.count)), ("commands_run", .int(owned.reduce(0) { $0 + $1.commandsRun })),
+                                 ("uploads", .int(owned.filter { $0.structureSource == "upload" }.count))])
             default:
                 if Access.cookie(Access.anonCookie, in: req) != nil {
                     throw Problem(404, "resource_not_found", "The anonymous session of this cookie is unknown or expired; POST /api/session/ for a new one.")

@@ -22,6 +22,8 @@ final class CommandQueue {
         let text: String
         let deadline: Double
         let timeout: Int
+        /// The supervisor's own command (not counted as the user's).
+        let trusted: Bool
         let completion: @Sendable (Result<CommandOutcome, CommandFailure>) -> Void
     }
 
@@ -116,6 +118,11 @@ extension SessionManager {
             : TranscriptItem(kind: "log", level: block.level, text: block.text)
         if let q = commandQueues[id], q.running {
             q.heldLog += appendTranscript(id, [item], hold: true)
+            // A command that logs a lot does not hold it all in memory until its reply.
+            if q.heldLog.count >= 64 {
+                store.write(q.heldLog) { _ in }
+                q.heldLog = []
+            }
         } else {
             appendTranscript(id, [item])
         }
@@ -157,7 +164,7 @@ extension SessionManager {
             guard q.pending.count < CommandQueue.maxWaiting + (q.running ? 0 : 1) else { return done(.failure(.queueFull)) }
             q.nextSeq += 1
             let seq = q.nextSeq
-            q.pending.append(.init(seq: seq, text: text, deadline: deadline, timeout: timeout, completion: done))
+            q.pending.append(.init(seq: seq, text: text, deadline: deadline, timeout: timeout, trusted: trusted, completion: done))
             // Still waiting at the deadline: 504, and it never runs.
             reactor.schedule(at: deadline) { [weak q] in
                 guard let q, let i = q.pending.firstIndex(where: { $0.seq == seq }) else { return }
@@ -174,7 +181,7 @@ extension SessionManager {
         let c = q.pending.removeFirst()
         q.running = true
         let start = Reactor.now()
-        touch(id)
+        touch(id, command: !c.trusted)
         runner.commandStarted()
         // The command's entry is numbered and announced now, and written with its reply.
         let commandEntry = appendTranscript(id, [TranscriptItem(kind: "command", level: "info", text: c.text)], hold: true)
@@ -271,10 +278,11 @@ extension SessionManager {
 
     /// Activity: a command moves `last_activity` and the idle expiry (written at most every 30 s, as for
     /// heartbeats).
-    func touch(_ id: String) {
+    func touch(_ id: String, command: Bool = false) {
         let t = SessionManager.now()
         let r: SessionRecord? = live.withLock { l in
             guard var r = l[id] else { return nil }
+            if command { r.commandsRun += 1 }
             r.lastActivity = t
             r.expiresAt = min(t + Int64(r.idleTimeoutSeconds) * 1000, r.lifetimeEndsAt)
             l[id] = r

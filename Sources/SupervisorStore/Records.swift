@@ -196,6 +196,8 @@ public struct SessionRecord: Sendable, Equatable {
     public var directory: String
     /// What opening the structure gave: nil (not tried yet), "" (opened) or ChimeraX's error message.
     public var structureOpenError: String?
+    /// Commands of users run in the session (usage statistics).
+    public var commandsRun = 0
 
     public init(id: String, name: String, ownerType: String, ownerID: String, status: String, createdAt: Int64, lastActivity: Int64,
                 expiresAt: Int64, idleTimeoutSeconds: Int, lifetimeEndsAt: Int64, metadataJSON: String = "{}", backend: String = "",
@@ -250,6 +252,7 @@ public struct SessionRecord: Sendable, Equatable {
         w.field(26, unit)
         w.field(27, directory)
         w.field(28, structureOpenError)
+        w.field(29, commandsRun)
     }
 
     init(_ r: RecordReader) throws(StoreError) {
@@ -281,6 +284,7 @@ public struct SessionRecord: Sendable, Equatable {
         unit = r.string(26)
         directory = r.string(27, default: "")
         structureOpenError = r.string(28)
+        commandsRun = Int(r.int(29, default: 0))
     }
 }
 

@@ -29,6 +29,11 @@ struct SessionWorkTests {
         #expect(err["type"] as? String == "UserError" && (err["message"] as? String ?? "").contains("No such file"))
 
         #expect(try command(f, id, "version; view").json["ok"] as? Bool == true)
+        // The user's usage and command quota count them.
+        let info = try f.call("GET", "/api/session/info").json
+        #expect((info["usage_stats"] as? [String: Any])?["commands_run"] as? Int == 3, "\(info)")
+        let commandsQuota = ((info["rate_limits"] as? [String: Any])?["commands"] as? [String: Any]) ?? [:]
+        #expect(commandsQuota["remaining"] as? Int == (commandsQuota["limit"] as? Int ?? 0) - 3, "\(commandsQuota)")
         let metrics = try curl(["--unix-socket", f.daemon.socketPath, "http://localhost/metrics"]).stdout
         #expect(metrics.contains(#"chimerax_supervisor_commands_total{result="ok"} 2"#) && metrics.contains(#"chimerax_supervisor_commands_total{result="error"} 1"#))
 
