@@ -181,10 +181,7 @@ public final class IdentityService: Sendable {
         guard token.utf8.count == 43 else { return nil }
         let hash = SHA256.hash(token)
         let t = now
-        guard let (user, session) = store.read({ s -> (User, DeviceSession)? in
-            guard let d = s.deviceSession(tokenHash: hash), let u = s.users[d.userID] else { return nil }
-            return (u, d)
-        }) else { return nil }
+        guard let (session, user) = store.deviceSessionAndUser(tokenHash: hash) else { return nil }
         guard constantTimeEquals(session.tokenHash, hash), isLive(session, at: t) else { return nil }
         // Activity moves the idle expiry; written at most once per interval (a write per request would cost a
         // disk flush per request). After a crash, the idle clock is at most that much behind.

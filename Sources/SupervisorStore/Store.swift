@@ -154,10 +154,21 @@ public final class Store: @unchecked Sendable {
     /// A consistent copy of the state (cheap: copy-on-write).
     public var state: StoreState { stateBox.withReadLock { copy $0 } }
 
-    /// Reads from the state under the lock without copying it.
+    /// Reads from the state under the lock. (Hot paths get a lookup of their own in this module: through this
+    /// generic closure from another module the optimizer has been seen to copy the whole state.)
     /// Inlinable so callers get a specialized copy: a generic call across modules cost more than the lookup.
     @inlinable
     public func read<T>(_ body: (borrowing StoreState) -> T) -> T { stateBox.withReadLock { body($0) } }
+
+    /// The device session of a token hash and its user, looked up under one read lock (every authenticated
+    /// request: done here, where the state is borrowed in place; through `read` from another module the
+    /// optimizer copied the whole state).
+    public func deviceSessionAndUser(tokenHash: [UInt8]) -> (DeviceSession, User)? {
+        stateBox.withReadLock { s in
+            guard let d = s.deviceSession(tokenHash: tokenHash), let u = s.users[d.userID] else { return nil }
+            return (d, u)
+        }
+    }
 
     /// False after a write failed, until a write or probe succeeds again.
     public var isHealthy: Bool { shared.withLock { $0.healthy } }
