@@ -220,6 +220,8 @@ int cshim_spawn_session(pid_t *pid, const char *path, char *const argv[], char *
     return 0;
 }
 
+int cshim_set_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 ? 0 : -errno; }
+
 int cshim_netns_available(void) {
     pid_t c = fork();
     if (c < 0) return 0;

@@ -31,6 +31,8 @@ final class SessionManager: @unchecked Sendable {
     /// Expiry-warning timers, and the expiry each session was last warned of. Reactor thread.
     private var warningTimers: [String: UInt64] = [:]
     private var warnedOf: [String: Int64] = [:]
+    /// Adopted orphans were seen at the last sample (so sampling goes on until they are reaped). Reactor thread.
+    private var adoptedSeen = false
     /// Live events for `GET …/events`.
     let events = SessionEvents()
     /// Sessions whose structure was sent to ChimeraX (once per session).
@@ -106,6 +108,10 @@ final class SessionManager: @unchecked Sendable {
         let isolation = configuration().restIsolation
         isolateNetwork = isolation == "netns" || (isolation == "auto" && NetworkNamespace.available)
         reactor = try Reactor()
+        // Orphans of ChimeraX's descendants (a grandchild that double-forked away) become the daemon's
+        // children instead of init's: the sampler attributes them to their session (by the environment
+        // marker every ChimeraX starts with), kills those of ended sessions, and reaps them.
+        if cshim_set_subreaper() != 0 { logger.warning("cannot become a child subreaper; double-forked descendants escape accounting") }
         reactor.start(name: "supervision")
         reactor.execute { [self] in
             scheduleSample()
@@ -118,10 +124,11 @@ final class SessionManager: @unchecked Sendable {
     private func scheduleSample() {
         reactor.schedule(at: Reactor.now() + SessionManager.sampleInterval) { [weak self] in
             guard let self else { return }
-            guard !runners.isEmpty else { return scheduleSample() }
+            guard !runners.isEmpty || adoptedSeen else { return scheduleSample() }
             DispatchQueue.global().async { [self] in
                 let table = ProcessTable.read()
                 reactor.execute { [self] in
+                    adoptOrphans(table)
                     let limit = configuration().memoryMax
                     for (id, runner) in runners where !runner.status.isEnded {
                         record(id, runner.sample(table, memoryLimit: limit), tracked: runner.process.tracked)
@@ -130,6 +137,36 @@ final class SessionManager: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// The environment variable that names a ChimeraX's session in it and everything it starts.
+    static let sessionMarker = "CHIMERAX_SUPERVISOR_SESSION"
+
+    /// Reactor thread: the daemon's children that are not ChimeraX processes it started are orphans it
+    /// adopted as subreaper. A live one marked with a live session joins that session's tracked descendants
+    /// (counted, and killed at its end); any other is killed. Dead ones are reaped.
+    private func adoptOrphans(_ table: ProcessTable) {
+        let me = getpid()
+        let mains = Set(runners.values.map(\.process.pid))
+        var found = false
+        for (pid, st) in table.entries where st.ppid == me && !mains.contains(pid) {
+            found = true
+            if st.isZombie {
+                var status: Int32 = 0
+                _ = waitpid(pid, &status, WNOHANG)
+                continue
+            }
+            let id = ProcessTree.environmentValue(SessionManager.sessionMarker, of: pid)
+            if let id, let runner = runners[id], !runner.status.isEnded {
+                runner.process.adopt(pid, start: st.start)
+            } else {
+                // The daemon's only children are ChimeraX processes: an orphan of an ended session, or one that
+                // cleared its environment, is left by nobody.
+                logger.warning("killing an orphan no live session claims", [("SESSION_ID", id ?? "-"), ("pid", "\(pid)")])
+                kill(pid, SIGKILL)
+            }
+        }
+        adoptedSeen = found
     }
 
     /// Keep-alive comments on the open event streams.
@@ -261,7 +298,7 @@ final class SessionManager: @unchecked Sendable {
             throw .storage(error as? StoreError ?? StoreError(.unavailable, "\(error)"))
         }
         var env = ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": dir + "/home", "CHIMERAX_START": dir + "/start", "TMPDIR": dir + "/tmp",
-                   "LANG": "C.UTF-8"]
+                   "LANG": "C.UTF-8", SessionManager.sessionMarker: id]
         // The stand-in's settings pass through (tests, development); nothing else of the daemon's environment.
         for (k, v) in ProcessInfo.processInfo.environment where k.hasPrefix("CHIMERAX_STANDIN_") { env[k] = v }
         let process: ChimeraXProcess

@@ -186,6 +186,11 @@ public final class ChimeraXProcess: @unchecked Sendable {
         }
     }
 
+    /// A descendant found another way (an orphan the daemon adopted as subreaper, marked as this session's).
+    public func adopt(_ pid: pid_t, start: UInt64) {
+        if pid != self.pid && descendants[pid] == nil { descendants[pid] = start }
+    }
+
     /// The process itself and every descendant seen, with start times.
     public var tracked: [pid_t: UInt64] {
         var t = descendants

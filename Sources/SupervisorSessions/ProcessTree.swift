@@ -160,6 +160,25 @@ public struct ProcessTable: Sendable {
 }
 
 public enum ProcessTree {
+    /// The value of `name` in a process's environment (/proc/PID/environ, as it was at exec), if readable.
+    public static func environmentValue(_ name: String, of pid: pid_t) -> String? {
+        let fd = open("/proc/\(pid)/environ", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var data: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 16384)
+        while data.count < 1 << 20 {
+            let n = read(fd, &buf, buf.count)
+            if n <= 0 { break }
+            data += buf[0..<n]
+        }
+        let prefix = Array((name + "=").utf8)
+        for entry in data.split(separator: 0) where entry.starts(with: prefix) {
+            return String(decoding: entry.dropFirst(prefix.count), as: UTF8.self)
+        }
+        return nil
+    }
+
     /// `ProcessTable.members` on a fresh table (without start times for the roots).
     public static func members(of roots: Set<pid_t>, group: pid_t) -> [pid_t: UInt64] {
         ProcessTable.read().members(of: Dictionary(uniqueKeysWithValues: roots.map { ($0, 0) }), group: group)

@@ -294,6 +294,43 @@ struct SessionTests {
         #expect(metrics.contains(#"chimerax_supervisor_session_terminations_total{reason="out_of_memory"} 1"#))
     }
 
+    @Test func aGrandchildThatDoubleForkedAwayIsAdoptedCountedAndKilled() throws {
+        let f = try SessionFixture(environment: ["CHIMERAX_STANDIN_FAULT": "double-fork"])
+        let id = try #require(try f.create()["id"] as? String)
+        _ = try f.waitFor(id, status: "ready")
+        // Its parent exited at once: the orphan is the daemon's child now (subreaper), not init's.
+        let deadline = Date().addingTimeInterval(5)
+        var orphan: pid_t?
+        while orphan == nil && Date() < deadline {
+            orphan = f.standIns().first { p in
+                let stat = (try? String(contentsOfFile: "/proc/\(p)/stat", encoding: .utf8)) ?? ""
+                let fields = stat[(stat.lastIndex(of: ")").map { stat.index($0, offsetBy: 2) } ?? stat.startIndex)...].split(separator: " ")
+                return fields.count > 1 && pid_t(fields[1]) == f.daemon.pid
+            }
+            if orphan == nil { usleep(100_000) }
+        }
+        let o = try #require(orphan, "no orphan adopted by the daemon")
+        // Counted with the session once a sample has seen it (two processes' threads at least).
+        usleep(1_500_000)
+        let tasks = (try f.call("GET", "/api/sessions/\(id)").json["resources"] as? [String: Any])?["tasks"] as? Int ?? 0
+        // Every thread of every process of the session (the stand-in and the orphan), as /proc counts them.
+        let threads = f.standIns().reduce(0) { sum, p in
+            let status = (try? String(contentsOfFile: "/proc/\(p)/status", encoding: .utf8)) ?? ""
+            return sum + (status.split(separator: "\n").first { $0.hasPrefix("Threads:") }.flatMap { Int($0.dropFirst(8).trimmingCharacters(in: .whitespaces)) } ?? 0)
+        }
+        #expect(f.standIns().count == 2 && tasks == threads, "the orphan's tasks are counted: \(tasks) of \(threads)")
+        _ = try f.call("DELETE", "/api/sessions/\(id)")
+        usleep(1_500_000)
+        #expect(kill(o, 0) != 0, "the orphan is gone")
+        #expect(f.standIns().isEmpty)
+        let zombies = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { pid_t($0) }.filter { p in
+            let stat = (try? String(contentsOfFile: "/proc/\(p)/stat", encoding: .utf8)) ?? ""
+            let after = stat[(stat.lastIndex(of: ")").map { stat.index($0, offsetBy: 2) } ?? stat.startIndex)...].split(separator: " ")
+            return after.count > 1 && after[0] == "Z" && pid_t(after[1]) == f.daemon.pid
+        }
+        #expect(zombies.isEmpty, "reaped: \(zombies)")
+    }
+
     @Test func aStoppedDaemonLeavesNoChimeraXAndItsSessionsEndAsSupervisorShutdown() throws {
         let f = try SessionFixture()
         let id = try #require(try f.create()["id"] as? String)

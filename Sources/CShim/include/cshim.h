@@ -73,6 +73,8 @@ int cshim_pidfd_open(pid_t pid);
    interface, up. Returns 0 or an errno (the child's, if it failed before exec). */
 int cshim_spawn_session(pid_t *pid, const char *path, char *const argv[], char *const envp[], const char *cwd,
                         int in_fd, int out_fd, int err_fd, int new_netns);
+/* Makes this process the reaper of its descendants' orphans (PR_SET_CHILD_SUBREAPER); 0 or -errno. */
+int cshim_set_subreaper(void);
 /* 1 if this process may create network namespaces (a child tries), else 0. */
 int cshim_netns_available(void);
 /* A socket created inside the network namespace `nsfd` (on a short-lived thread, so no thread of the
