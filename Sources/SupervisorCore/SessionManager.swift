@@ -55,6 +55,8 @@ final class SessionManager: @unchecked Sendable {
     /// Each ChimeraX in a network namespace of its own (--rest-isolation).
     let isolateNetwork: Bool
 
+    /// The last command policy built, with the allow-list it was built from.
+    let policyCache = Mutex<(allow: [String]?, policy: CommandPolicy)?>(nil)
     /// Each session's command queue. Reactor thread.
     var commandQueues: [String: CommandQueue] = [:]
     /// The next transcript order of each session that has written one in this run.
@@ -531,20 +533,25 @@ final class SessionManager: @unchecked Sendable {
     /// answer in the record (the transcript has the command and reply).
     private func openStructure(_ id: String, command: String) {
         submitCommand(id, command, caller: nil, trusted: true) { [self] result in
-            let error: String?
-            switch result {
-            case .success(let outcome): error = outcome.ok ? nil : outcome.error["message"]?.stringValue ?? "error"
-            case .failure(.timeout(let s)): error = "ChimeraX did not answer within \(s) s"
-            case .failure(.ended), .failure(.notFound): return
-            case .failure(let f): error = "ChimeraX did not answer (\(f))"
-            }
-            _ = update(id) { r in
-                // ChimeraX fetches PDB ids as mmCIF.
-                if r.structureSource == "pdb" { r.structureFormat = error == nil ? "mmcif" : nil }
-                r.structureOpenError = error ?? ""
-            }
-            if let error { logger.warning("structure did not open", [("SESSION_ID", id), ("error", error)]) }
+            // The answer may come on the store's thread: the record is written from a queue.
+            DispatchQueue.global().async { [self] in structureOpened(id, result) }
         }
+    }
+
+    private func structureOpened(_ id: String, _ result: Result<CommandOutcome, CommandFailure>) {
+        let error: String?
+        switch result {
+        case .success(let outcome): error = outcome.ok ? nil : outcome.error["message"]?.stringValue ?? "error"
+        case .failure(.timeout(let s)): error = "ChimeraX did not answer within \(s) s"
+        case .failure(.ended), .failure(.notFound): return
+        case .failure(let f): error = "ChimeraX did not answer (\(f))"
+        }
+        _ = update(id) { r in
+            // ChimeraX fetches PDB ids as mmCIF.
+            if r.structureSource == "pdb" { r.structureFormat = error == nil ? "mmcif" : nil }
+            r.structureOpenError = error ?? ""
+        }
+        if let error { logger.warning("structure did not open", [("SESSION_ID", id), ("error", error)]) }
     }
 
     private func ended(_ id: String, _ s: SessionStatus, _ reason: TerminationReason, _ exit: ProcessExit?, _ tail: [String], _ survivors: [pid_t]) {

@@ -130,19 +130,28 @@ extension SessionManager {
 
     // MARK: Commands
 
+    /// The command policy of the current configuration (rebuilt only when --command-allow changes).
     func policy() -> CommandPolicy {
-        CommandPolicy(allowed: configuration().commandAllow.map { Set($0) } ?? CommandPolicy.defaultAllowed)
+        let allow = configuration().commandAllow
+        return policyCache.withLock { c in
+            if let c, c.allow == allow { return c.policy }
+            let p = CommandPolicy(allowed: allow.map { Set($0) } ?? CommandPolicy.defaultAllowed)
+            c = (allow, p)
+            return p
+        }
     }
 
     /// Runs one command of a caller through ChimeraX's REST interface, one at a time per session, without
     /// holding a thread: checks now (ownership, status, the allow-list), then the command waits its turn on
-    /// the reactor and goes over a non-blocking HTTP/1.0 exchange. `completion` runs once, on a global queue,
-    /// after the reply is in the transcript on disk; past --command-timeout (waiting and running) it gets
+    /// the reactor and goes over a non-blocking HTTP/1.0 exchange. `completion` runs once, after the reply is
+    /// in the transcript on disk; past --command-timeout (waiting and running) it gets
     /// `.timeout` and the next command runs when ChimeraX has finished this one. `trusted` skips the
     /// allow-list (the supervisor's own commands: the structure's `open`, finalize's `save`).
+    /// `completion` may run on the store's or the reactor's thread: it must not block or write to the store
+    /// itself (hop to a queue for that).
     func submitCommand(_ id: String, _ text: String, caller: Caller?, trusted: Bool = false,
                        completion: @escaping @Sendable (Result<CommandOutcome, CommandFailure>) -> Void) {
-        let done: @Sendable (Result<CommandOutcome, CommandFailure>) -> Void = { r in DispatchQueue.global().async { completion(r) } }
+        let done = completion
         guard let rec = live.withLock({ $0[id] }) else {
             guard let r = store.read({ $0.sessions[id] }) else { return done(.failure(.notFound)) }
             if let caller, !caller.mayActOn(ownerType: r.ownerType, ownerID: r.ownerID) { return done(.failure(.forbidden)) }

@@ -69,7 +69,8 @@ extension SessionRoutes {
                 case .failure(let f):
                     responder.send(problem(f))
                 case .success(let outcome):
-                    if case .browser(let a) = caller { try? state.identity.countUsage(anonymousID: a.id, commands: 1) }
+                    // (A store write: not on the thread this answer may come on.)
+                    if case .browser(let a) = caller { DispatchQueue.global().async { try? state.identity.countUsage(anonymousID: a.id, commands: 1) } }
                     var resp = Response.json(.object([
                         ("id", .string(id)), ("command", .string(command)), ("ok", .bool(outcome.ok)), ("error", outcome.error), ("log", outcome.log),
                         ("json_values", outcome.jsonValues), ("duration_ms", .number((outcome.durationMs * 1000).rounded() / 1000)),
