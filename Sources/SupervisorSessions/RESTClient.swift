@@ -3,7 +3,9 @@ import Foundation
 import Glibc
 
 /// A blocking HTTP/1.0 client for ChimeraX's REST server on 127.0.0.1: one request per connection (the
-/// server closes after each reply), bounded in time and size. Call it off the reactor thread.
+/// server closes after each reply), bounded in time and size; and the reply parser `RESTExchange` shares.
+/// The daemon itself uses `RESTExchange` on its reactor; this one serves benchmarks and tools (it blocks
+/// the calling thread: never call it on the reactor or an event loop).
 public enum RESTClient {
     public struct Reply: Sendable {
         public let status: Int

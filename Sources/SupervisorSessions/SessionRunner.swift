@@ -12,7 +12,6 @@ public final class SessionRunner: @unchecked Sendable {
     private let reactor: Reactor
     private var deadlineTimer: UInt64?
     private var keepAlive: SessionRunner?
-    private static let probes = DispatchQueue(label: "rest-probes", attributes: .concurrent)
 
     public var onStatus: ((SessionStatus) -> Void)?
     /// The end: final status, reason, how the process ended, the stderr tail, and descendants that
@@ -89,16 +88,15 @@ public final class SessionRunner: @unchecked Sendable {
         for a in actions {
             switch a {
             case .probe(let port, let at):
+                // On the reactor, without a thread: a non-blocking GET /cmdline.html (inside the session's
+                // network namespace when it has one).
                 reactor.schedule(at: at) { [weak self] in
                     guard let self else { return }
-                    let r = reactor
-                    let ns = process.network
-                    SessionRunner.probes.async {
-                        let ok = RESTClient.get(port: port, path: "/cmdline.html", timeout: 2, namespace: ns)?.status == 200
-                        r.execute { [weak self] in
-                            guard let self else { return }
-                            perform(lifecycle.handle(ok ? .probeSucceeded(at: Reactor.now()) : .probeFailed(at: Reactor.now())))
-                        }
+                    RESTExchange.start(port: port, path: "/cmdline.html", timeout: 2, namespace: process.network, reactor: reactor) { [weak self] outcome in
+                        guard let self else { return }
+                        let ok: Bool
+                        if case .reply(let r) = outcome { ok = r.status == 200 } else { ok = false }
+                        perform(lifecycle.handle(ok ? .probeSucceeded(at: Reactor.now()) : .probeFailed(at: Reactor.now())))
                     }
                 }
             case .terminate:
