@@ -88,10 +88,11 @@ extension SessionRoutes {
             "The transcript: commands, replies, ChimeraX's log and lifecycle events; list envelope.", tags: ["sessions"],
             responses: [("200", "list envelope of {order, timestamp, kind, level, text, data}"), ("400", "validation_error"), ("403", "forbidden"),
                         ("404", "session_not_found")],
-            query: [("limit", "1..200 (50)"), ("offset", "≥ 0"), ("sort_by", "order or timestamp (order)"), ("sort_order", "asc or desc (asc)")])) { req throws(Problem) in
+            query: [("limit", "1..200 (50)"), ("offset", "≥ 0"), ("sort_by", "order (also message_order) or timestamp (order)"), ("sort_order", "asc or desc (asc)")])) { req throws(Problem) in
             let rec = try owned(req)
             let (limit, offset) = try pagination(req)
-            let sortBy = req.query("sort_by") ?? "order"
+            // `message_order` is the name the original design gave `order`: accepted as the same.
+            let sortBy = req.query("sort_by").map { $0 == "message_order" ? "order" : $0 } ?? "order"
             let order = req.query("sort_order") ?? "asc"
             var errors: [Problem.FieldError] = []
             if !["order", "timestamp"].contains(sortBy) { errors.append(.init(field: "sort_by", message: "order or timestamp")) }

@@ -60,6 +60,8 @@ struct SessionWorkTests {
         #expect(try f.call("GET", "/api/sessions/\(id)/messages?sort_by=level").status == 400)
         #expect(try f.call("GET", "/api/sessions/\(id)/messages?sort_order=up").status == 400)
         #expect(try f.call("GET", "/api/sessions/\(id)/messages?sort_by=timestamp").status == 200)
+        let byAlias = try f.call("GET", "/api/sessions/\(id)/messages?sort_by=message_order&sort_order=desc&limit=1").json["items"] as? [[String: Any]]
+        #expect(byAlias?.first?["order"] as? Int == orders.last)
         #expect(try f.call("GET", "/api/sessions/\(id)/messages", as: f.ben).status == 403)
         #expect(try f.call("GET", "/api/sessions/\(UUID().uuidString.lowercased())/messages").status == 404)
     }
