@@ -141,6 +141,26 @@ struct RecoveryTests {
         store.close()
     }
 
+    @Test func theFirstFormatOpensAsTheCurrentOneWithItsTranscriptsAndTrims() throws {
+        // Files written by a version 1 program: sessions with transcripts.
+        let dir = tempStateDirectory()
+        var o = Store.Options()
+        o.format = StoreFormat(version: 1)
+        var store = try Store(stateDirectory: dir, options: o)
+        let m = sampleMutations(5) + (1...3).map { .appendTranscript(TranscriptEntry(sessionID: "sx", order: $0, timestamp: 0, kind: "log", level: "info", text: "\($0)")) }
+        try store.write(m)
+        let before = store.state
+        store.close()
+        store = try Store(stateDirectory: dir)
+        #expect(StoreFormat.current.version == 2)
+        #expect(store.recoveryReport.contains("upgraded from format version 1 to 2"))
+        #expect(store.state.sameRecords(as: before))
+        // And the record type version 2 added works on them.
+        try store.write([.trimTranscript(sessionID: "sx", before: 2)])
+        #expect(store.state.transcripts["sx"]?.map(\.order) == [2, 3])
+        store.close()
+    }
+
     @Test func anOlderFormatIsUpgradedAndANewerOneRefused() throws {
         let dir = tempStateDirectory()
         let v1 = StoreFormat(version: 1)
