@@ -31,6 +31,8 @@ final class SessionManager: @unchecked Sendable {
     /// Expiry-warning timers, and the expiry each session was last warned of. Reactor thread.
     private var warningTimers: [String: UInt64] = [:]
     private var warnedOf: [String: Int64] = [:]
+    /// ChimeraX processes spawned and not yet registered on the reactor (the orphan sweep leaves them alone).
+    private let spawning = Mutex<Set<pid_t>>([])
     /// Adopted orphans were seen at the last sample (so sampling goes on until they are reaped). Reactor thread.
     private var adoptedSeen = false
     /// Live events for `GET …/events`.
@@ -149,7 +151,8 @@ final class SessionManager: @unchecked Sendable {
     /// (counted, and killed at its end); any other is killed. Dead ones are reaped.
     private func adoptOrphans(_ table: ProcessTable) {
         let me = getpid()
-        let mains = Set(runners.values.map(\.process.pid))
+        // ChimeraX processes of this daemon: registered ones, and ones spawned but not registered yet.
+        let mains = Set(runners.values.map(\.process.pid)).union(spawning.withLock { $0 })
         var found = false
         for (pid, st) in table.entries where st.ppid == me && !mains.contains(pid) {
             found = true
@@ -161,6 +164,9 @@ final class SessionManager: @unchecked Sendable {
             let id = ProcessTree.environmentValue(SessionManager.sessionMarker, of: pid)
             if let id, let runner = runners[id], !runner.status.isEnded {
                 runner.process.adopt(pid, start: st.start)
+            } else if let id, runners[id] == nil, live.withLock({ $0[id] }) != nil {
+                // Its session is starting (not registered on the reactor yet): the next sample adopts it.
+                continue
             } else {
                 // The daemon's only children are ChimeraX processes: an orphan of an ended session, or one that
                 // cleared its environment, is left by nobody.
@@ -318,6 +324,7 @@ final class SessionManager: @unchecked Sendable {
             throw .spawn("\(error)")
         }
         rec.pid = Int(process.pid)
+        spawning.withLock { _ = $0.insert(process.pid) }
         // The process backend's limits. --memory-max bounds resident memory, as memory.max does in a cgroup:
         // the accounting kills a tree over it (`out_of_memory`). RLIMIT_AS only stops a runaway between two
         // samples: address space is much larger than resident memory for Python, threads and mapped
@@ -336,6 +343,7 @@ final class SessionManager: @unchecked Sendable {
         reactor.execute { [self] in
             if let stored { uploadNames[id] = stored }
             runners[id] = runner
+            spawning.withLock { _ = $0.remove(runner.process.pid) }
             runner.start()
             armExpiry(id)
         }
