@@ -66,6 +66,17 @@ struct SessionWorkTests {
         #expect(try f.call("GET", "/api/sessions/\(UUID().uuidString.lowercased())/messages").status == 404)
     }
 
+    @Test func aReplyInTextPlainFromChimeraXBefore111ReadsTheSame() throws {
+        // ChimeraX before 1.11 sends the same JSON as text/plain.
+        let f = try SessionFixture(environment: ["CHIMERAX_STANDIN_VERSION": "1.10"])
+        let id = try f.readySession()
+        let r = try command(f, id, "version")
+        #expect(r.status == 200 && r.json["ok"] as? Bool == true, "\(r.text)")
+        #expect(((r.json["log"] as? [String: Any])?["note"] as? [String])?.first?.contains("version: 1.10") == true, "\(r.text)")
+        let bad = try command(f, id, "open missing.pdb")
+        #expect(bad.json["ok"] as? Bool == false && (bad.json["error"] as? [String: Any])?["type"] as? String == "UserError")
+    }
+
     @Test func everyRefusedFormIs403AndReachesNothing() throws {
         let f = try SessionFixture()
         let id = try f.readySession()
