@@ -40,12 +40,15 @@ public final class HTTPMetrics: Sendable {
         let seconds = Double(nanos) / 1e9
         shards[loop % shards.count].mutex.withLock { s in
             s.requests[Key(route: r, method: method.rawValue, status: status), default: 0] += 1
-            var h = s.latency[r] ?? Histogram()
-            if let i = HTTPMetrics.buckets.firstIndex(where: { seconds <= $0 }) { h.counts[i] += 1 }
-            h.sum += seconds
-            h.count += 1
-            s.latency[r] = h
+            // In place: a copy of the histogram would copy its counts (an allocation per request).
+            HTTPMetrics.observe(&s.latency[r, default: Histogram()], seconds)
         }
+    }
+
+    private static func observe(_ h: inout Histogram, _ seconds: Double) {
+        if let i = buckets.firstIndex(where: { seconds <= $0 }) { h.counts[i] += 1 }
+        h.sum += seconds
+        h.count += 1
     }
 
     /// Prometheus text exposition of the merged shards.
