@@ -49,7 +49,7 @@ let package = Package(
         // Benchmarks that print figures (wrk against us and nginx, idle-connection RSS).
         .executableTarget(name: "chimerax-supervisor-bench", dependencies: ["CShim", "TestSupport", "SupervisorStore", "SupervisorSessions"]),
 
-        .target(name: "TestSupport", dependencies: ["CShim"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["CShim", "SupervisorSessions"], path: "Tests/TestSupport"),
         .testTarget(name: "HTTPServerTests", dependencies: ["HTTPServer", "TestSupport"]),
         .testTarget(name: "SupervisorConfigTests", dependencies: ["SupervisorConfig"]),
         .testTarget(name: "SupervisorIdentityTests", dependencies: ["SupervisorIdentity", "SupervisorStore", "TestSupport"]),

@@ -117,44 +117,51 @@ public struct Router: Sendable {
             for i in candidates where routes[i].method == method { return .matched(routes[i], [:]) }
         }
         let parts = Router.split(path)
-        let candidates = (byShape[Shape(count: parts.count, last: parts.last)] ?? []) + (byShape[Shape(count: parts.count, last: nil)] ?? [])
-        if candidates.isEmpty { return .notFound }
+        let endingInLiteral = byShape[Shape(count: parts.count, last: parts.last)] ?? []
+        let endingInParameter = byShape[Shape(count: parts.count, last: nil)] ?? []
+        if endingInLiteral.isEmpty && endingInParameter.isEmpty { return .notFound }
         var allowed: [String] = []
-        var getMatch: (Route, [String: String])?
-        var exact: (Route, [String: String], literals: Int)?
-        for i in candidates {
+        var getMatch: Route?
+        var exact: Route?
+        // Which routes match is decided without allocating; only the winner's parameters are decoded.
+        func consider(_ i: Int) {
             let r = routes[i]
-            guard let params = Router.match(r.segments, parts) else { continue }
+            guard Router.matches(r.segments, parts) else { return }
             if r.method == method {
                 // The most specific pattern (most literal segments) wins, whatever the order of registration.
-                if exact == nil || exact!.literals < r.literalCount { exact = (r, params, r.literalCount) }
-                continue
+                if exact.map({ $0.literalCount < r.literalCount }) ?? true { exact = r }
+                return
             }
-            if r.method == .GET, getMatch.map({ $0.0.literalCount < r.literalCount }) ?? true { getMatch = (r, params) }
+            if r.method == .GET, getMatch.map({ $0.literalCount < r.literalCount }) ?? true { getMatch = r }
             if !allowed.contains(r.method.rawValue) { allowed.append(r.method.rawValue) }
         }
-        if let exact { return .matched(exact.0, exact.1) }
-        if method == .HEAD, let g = getMatch { return .matched(g.0, g.1) }
+        for i in endingInLiteral { consider(i) }
+        for i in endingInParameter { consider(i) }
+        if let exact { return .matched(exact, Router.parameters(exact.segments, parts)) }
+        if method == .HEAD, let g = getMatch { return .matched(g, Router.parameters(g.segments, parts)) }
         if allowed.isEmpty { return .notFound }
         if allowed.contains("GET") && !allowed.contains("HEAD") { allowed.append("HEAD") }
         if !allowed.contains("OPTIONS") { allowed.append("OPTIONS") }
         return .methodNotAllowed(allowed.sorted())
     }
 
-    private static func match(_ segments: [Route.Segment], _ parts: [Substring]) -> [String: String]? {
-        // Literals first, without allocating: most candidates fail on one.
-        for (s, p) in zip(segments, parts) {
-            if case .literal(let l) = s, l != p { return nil }
-        }
-        var params: [String: String] = [:]
+    /// Literal segments equal, parameter segments not empty.
+    private static func matches(_ segments: [Route.Segment], _ parts: [Substring]) -> Bool {
         for (s, p) in zip(segments, parts) {
             switch s {
-            case .literal(let l):
-                if l != p { return nil }
-            case .parameter(let name):
-                let decoded = p.utf8.contains(UInt8(ascii: "%")) ? QueryString.decode(p, plusIsSpace: false) : String(p)
-                if decoded.isEmpty { return nil }
-                params[name] = decoded
+            case .literal(let l): if l != p { return false }
+            case .parameter: if p.isEmpty { return false }
+            }
+        }
+        return true
+    }
+
+    /// The percent-decoded parameters of a matching path.
+    private static func parameters(_ segments: [Route.Segment], _ parts: [Substring]) -> [String: String] {
+        var params: [String: String] = [:]
+        for (s, p) in zip(segments, parts) {
+            if case .parameter(let name) = s {
+                params[name] = p.utf8.contains(UInt8(ascii: "%")) ? QueryString.decode(p, plusIsSpace: false) : String(p)
             }
         }
         return params

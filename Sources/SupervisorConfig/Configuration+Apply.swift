@@ -114,6 +114,16 @@ extension Configuration {
             record(name, "\(current)", .defaultValue)
             return current
         }
+        /// One of the values the option table lists for `name`.
+        func choice(_ name: String, _ current: String) throws(ConfigError) -> String {
+            guard case .choice(let allowed)? = optionSpec(named: name)?.kind else { preconditionFailure("\(name) is not a choice option") }
+            if let (v, src) = try parse(name, { (s: String) throws(ConfigError) -> String in try Configuration.choice(s, allowed) }) {
+                record(name, v, src)
+                return v
+            }
+            record(name, current, .defaultValue)
+            return current
+        }
         func count(_ name: String, _ current: Int, minimum: Int = 0, maximum: Int = 1_000_000) throws(ConfigError) -> Int {
             if let (v, src) = try parse(name, { (s: String) throws(ConfigError) -> Int in try ValueParsers.count(s, minimum: minimum, maximum: maximum) }) {
                 record(name, "\(v)", src)
@@ -145,23 +155,13 @@ extension Configuration {
             record("cpu-quota", "\(cpuQuota)%", .defaultValue)
         }
         tasksMax = try count("tasks-max", tasksMax, minimum: 1)
-        if let (v, src) = try parse("backend", { (s: String) throws(ConfigError) -> String in try Configuration.choice(s, ["auto", "systemd", "cgroup", "process"]) }) {
-            backend = v
-            record("backend", v, src)
-        } else {
-            record("backend", backend, .defaultValue)
-        }
+        backend = try choice("backend", backend)
         sessionQuota = try count("session-quota", sessionQuota, minimum: 1)
         commandQuota = try count("command-quota", commandQuota, minimum: 1, maximum: 100_000_000)
         poolSize = try count("pool-size", poolSize, maximum: 1000)
         commandTimeout = try seconds("command-timeout", commandTimeout)
         expiryWarning = try seconds("expiry-warning", expiryWarning)
-        if let (v, src) = try parse("rest-isolation", { (s: String) throws(ConfigError) -> String in try Configuration.choice(s, ["auto", "netns", "none"]) }) {
-            restIsolation = v
-            record("rest-isolation", v, src)
-        } else {
-            record("rest-isolation", restIsolation, .defaultValue)
-        }
+        restIsolation = try choice("rest-isolation", restIsolation)
         transcriptMax = try count("transcript-max", transcriptMax, minimum: 10, maximum: 10_000_000)
         if let r = raw["command-allow"] {
             for n in r.values where n.isEmpty || !n.utf8.allSatisfy({ ($0 >= 97 && $0 <= 122) || ($0 >= 48 && $0 <= 57) || $0 == 95 }) {
@@ -212,12 +212,7 @@ extension Configuration {
             cookieSecure = !(listen?.isLoopback ?? true)
             record("cookie-secure", "\(cookieSecure)", .derived(cookieSecure ? "--listen is not loopback" : "--listen is loopback or none"))
         }
-        if let (v, src) = try parse("log-level", { (s: String) throws(ConfigError) -> String in try Configuration.choice(s, ["debug", "info", "notice", "warning", "error"]) }) {
-            logLevel = v
-            record("log-level", v, src)
-        } else {
-            record("log-level", logLevel, .defaultValue)
-        }
+        logLevel = try choice("log-level", logLevel)
         maxConnections = try count("max-connections", maxConnections, minimum: 1)
         headerTimeout = try seconds("header-timeout", headerTimeout)
         bodyTimeout = try seconds("body-timeout", bodyTimeout)

@@ -62,7 +62,14 @@ final class SessionManager: @unchecked Sendable {
     /// Each session's command queue. Reactor thread.
     var commandQueues: [String: CommandQueue] = [:]
     /// The next transcript order of each session that has written one in this run.
-    let transcriptNext = Mutex<[String: Int]>([:])
+    let transcriptNext = Mutex<[String: TranscriptCursor]>([:])
+
+    /// A session's next transcript order and its oldest kept one (read from the store once per run, then
+    /// kept here: no store read per entry).
+    struct TranscriptCursor {
+        var next: Int
+        var first: Int
+    }
     /// stdout and stderr log blocks being assembled, per session. Reactor thread.
     var logBlocks: [String: (out: LogBlocks, err: LogBlocks)] = [:]
     /// For /metrics.
@@ -156,6 +163,8 @@ final class SessionManager: @unchecked Sendable {
         var found = false
         for (pid, st) in table.entries where st.ppid == me && !mains.contains(pid) {
             found = true
+            // Adopted at an earlier sample: nothing to read again.
+            if !st.isZombie, runners.values.contains(where: { $0.process.descendants[pid] == st.start }) { continue }
             if st.isZombie {
                 var status: Int32 = 0
                 _ = waitpid(pid, &status, WNOHANG)
@@ -380,16 +389,23 @@ final class SessionManager: @unchecked Sendable {
         return result
     }
 
-    /// One heartbeat on a live record: the ownership check, the new activity and expiry, and a copy to write
-    /// when the activity was last written 30 s ago or more.
+    /// One heartbeat on a live record: the ownership check, then the activity; a copy to write when the
+    /// activity was last written 30 s ago or more.
     private static func beat(_ r: inout SessionRecord, at t: Int64, caller: Caller, written: inout Int64) -> (HeartbeatResult?, SessionRecord?) {
         if !caller.mayActOn(ownerType: r.ownerType, ownerID: r.ownerID) { return (.forbidden, nil) }
+        let toWrite = moveActivity(&r, at: t, written: &written)
+        return (.alive(status: r.status, lastActivity: t, expiresAt: r.expiresAt), toWrite)
+    }
+
+    /// Activity (a heartbeat, a command) at `t`: `last_activity` and `expires_at` move; returns a copy to
+    /// write when the activity was last written 30 s ago or more (a write per heartbeat would cost a disk
+    /// flush each; after a crash the sessions end anyway).
+    static func moveActivity(_ r: inout SessionRecord, at t: Int64, written: inout Int64) -> SessionRecord? {
         r.lastActivity = t
         r.expiresAt = min(t + Int64(r.idleTimeoutSeconds) * 1000, r.lifetimeEndsAt)
-        let answer = HeartbeatResult.alive(status: r.status, lastActivity: t, expiresAt: r.expiresAt)
-        guard t - written >= 30_000 else { return (answer, nil) }
+        guard t - written >= 30_000 else { return nil }
         written = t
-        return (answer, r)
+        return r
     }
 
     /// Applies `change` to a live record and persists it. Nil if the session has ended.
@@ -618,7 +634,8 @@ final class SessionManager: @unchecked Sendable {
                                         ("exit", exit.map { $0.signalName ?? "code \($0.code ?? -1)" } ?? "-")])
     }
 
-    private func removeDirectory(_ dir: String) {
+    /// Removes a session directory (only under --work-dir).
+    func removeDirectory(_ dir: String) {
         guard !dir.isEmpty, dir.hasPrefix(configuration().workDir + "/") else { return }
         try? FileManager.default.removeItem(atPath: dir)
     }

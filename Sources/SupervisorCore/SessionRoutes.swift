@@ -247,7 +247,7 @@ struct SessionRoutes {
             let c = state.configuration
             let final = manager.stop(rec.id, reason: .userRequest, wait: Double(c.stopGrace) + 5) ?? rec
             // A finalized session kept its documents; deleting it removes them (the record stays).
-            if rec.status == "finalized" { manager.removeDocuments(of: rec) }
+            if rec.status == "finalized" { manager.removeDirectory(rec.directory) }
             guard case .object(var members) = sessionJSON(final, c) else { return Response(status: 500) }
             members.append(("documents_removed", .int(final.isEnded ? removed : 0)))
             return Response.json(.object(members))
@@ -270,11 +270,8 @@ struct SessionRoutes {
                 case .ended(let status):
                     throw Problem(410, "session_ended", "The session has ended (\(status)).")
                 case .alive(let status, let last, let expires):
-                    // The hot path writes its bytes directly: a live session's id (a UUID the daemon made), a status name
-                    // and two timestamps have nothing to escape.
-                    let body = #"{"id":""# + id + #"","status":""# + status + #"","last_activity":""# + rfc3339(last)
-                        + #"","expires_at":""# + rfc3339(expires) + #""}"#
-                    return Response(status: 200, headers: HTTPHeaders([("Content-Type", "application/json; charset=utf-8")]), body: Array(body.utf8))
+                    return Response.json(.object([("id", .string(id)), ("status", .string(status)), ("last_activity", .string(rfc3339(last))),
+                                                  ("expires_at", .string(rfc3339(expires)))]))
                 }
             }
         }

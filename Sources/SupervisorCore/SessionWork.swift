@@ -72,9 +72,11 @@ extension SessionManager {
                           written: (@Sendable () -> Void)? = nil) -> [Mutation] {
         let t = SessionManager.now()
         let bound = configuration().transcriptMax
-        return transcriptNext.withLock { next in
-            let (last, first) = store.read { s in (s.transcripts[id]?.last?.order ?? 0, s.transcripts[id]?.first?.order ?? 1) }
-            var order = max(next[id] ?? 1, last + 1)
+        return transcriptNext.withLock { cursors in
+            var cursor = cursors[id] ?? store.read { s in
+                TranscriptCursor(next: (s.transcripts[id]?.last?.order ?? 0) + 1, first: s.transcripts[id]?.first?.order ?? 1)
+            }
+            var order = cursor.next
             var m = earlier
             for i in items {
                 m.append(.appendTranscript(TranscriptEntry(sessionID: id, order: order, timestamp: t, kind: i.kind, level: i.level, text: i.text,
@@ -83,9 +85,13 @@ extension SessionManager {
                                                           ("level", .string(i.level)), ("text", .string(i.text))]))
                 order += 1
             }
-            next[id] = order
+            cursor.next = order
+            defer { cursors[id] = cursor }
             if hold { return m }
-            if order - first > bound + bound / 10 { m.append(.trimTranscript(sessionID: id, before: order - bound)) }
+            if order - cursor.first > bound + bound / 10 {
+                m.append(.trimTranscript(sessionID: id, before: order - bound))
+                cursor.first = order - bound
+            }
             if m.isEmpty {
                 written?()
             } else {
@@ -286,18 +292,13 @@ extension SessionManager {
     }
 
     /// Activity: a command moves `last_activity` and the idle expiry (written at most every 30 s, as for
-    /// heartbeats).
+    /// heartbeats) and counts as one of the user's commands.
     func touch(_ id: String, command: Bool = false) {
         let t = SessionManager.now()
         let r: SessionRecord? = live.withLock { l in
-            guard var r = l[id] else { return nil }
-            if command { r.commandsRun += 1 }
-            r.lastActivity = t
-            r.expiresAt = min(t + Int64(r.idleTimeoutSeconds) * 1000, r.lifetimeEndsAt)
-            l[id] = r
-            guard t - (l.activityWrittenAt[id] ?? 0) >= 30_000 else { return nil }
-            l.activityWrittenAt[id] = t
-            return r
+            guard let index = l.records.index(forKey: id) else { return nil }
+            if command { l.records.values[index].commandsRun += 1 }
+            return SessionManager.moveActivity(&l.records.values[index], at: t, written: &l.activityWrittenAt[id, default: 0])
         }
         if let r { store.write([.putSession(r)]) { _ in } }
     }
@@ -349,13 +350,6 @@ extension SessionManager {
             return nil
         }
         return fd
-    }
-
-    /// Removes the documents of a finalized session (its directory), when it is deleted.
-    func removeDocuments(of rec: SessionRecord) {
-        let work = configuration().workDir
-        guard !rec.directory.isEmpty, rec.directory.hasPrefix(work + "/") else { return }
-        try? FileManager.default.removeItem(atPath: rec.directory)
     }
 
     // MARK: Finalize

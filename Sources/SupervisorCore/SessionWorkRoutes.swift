@@ -41,12 +41,13 @@ extension SessionRoutes {
             }
             let id = req.params["id"] ?? ""
             // Ownership before the quota: someone else's session costs nothing.
-            if let rec = manager.record(id), !caller.mayActOn(ownerType: rec.ownerType, ownerID: rec.ownerID) {
+            let rec = manager.record(id)
+            if let rec, !caller.mayActOn(ownerType: rec.ownerType, ownerID: rec.ownerID) {
                 if case .anonymous = caller { throw Problem(401, "unauthorized", "Credentials are required.", headers: [("WWW-Authenticate", "Bearer")]) }
                 throw Problem(403, "forbidden", "This session belongs to someone else.")
             }
             var rateHeaders: [(String, String)] = []
-            if let key = caller.identityKey, manager.record(id)?.isEnded == false {
+            if let key = caller.identityKey, rec?.isEnded == false {
                 let quota = state.identity.commandQuota.consume(key, now: state.identity.now)
                 rateHeaders = [("RateLimit-Policy", quota.policy.policyHeader), ("RateLimit", quota.header)]
                 guard quota.allowed else {

@@ -52,17 +52,9 @@ public final class ChimeraXProcess: @unchecked Sendable {
             (inPipe + outPipe).forEach { close($0) }
             throw SpawnError(errno: errno, what: "pipe")
         }
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        let envp = environment.sorted { $0.key < $1.key }.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
-        }
         var p: pid_t = 0
-        let rc = argv.withUnsafeBufferPointer { a in
-            envp.withUnsafeBufferPointer { e in
-                cshim_spawn_session(&p, executable, a.baseAddress, e.baseAddress, directory, inPipe[0], outPipe[1], errPipe[1], isolateNetwork ? 1 : 0)
-            }
+        let rc = withSpawnVectors([executable] + arguments, environment) { a, e in
+            cshim_spawn_session(&p, executable, a, e, directory, inPipe[0], outPipe[1], errPipe[1], isolateNetwork ? 1 : 0)
         }
         // The child's ends are the child's now.
         close(inPipe[0])
@@ -213,4 +205,17 @@ public final class ChimeraXProcess: @unchecked Sendable {
         for fd in [stdinFD, stdoutFD, stderrFD] where fd >= 0 { close(fd) }
         if exit == nil { close(pidfd) }
     }
+}
+
+/// `arguments` and the environment as the NULL-terminated C arrays `posix_spawn`/`execve` take (the entries
+/// `NAME=value`, sorted by name), valid inside `body`.
+public func withSpawnVectors<T>(_ arguments: [String], _ environment: [String: String],
+                                _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>, UnsafePointer<UnsafeMutablePointer<CChar>?>) -> T) -> T {
+    let argv = arguments.map { strdup($0) } + [nil]
+    let envp = environment.sorted { $0.key < $1.key }.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer {
+        argv.forEach { free($0) }
+        envp.forEach { free($0) }
+    }
+    return argv.withUnsafeBufferPointer { a in envp.withUnsafeBufferPointer { e in body(a.baseAddress!, e.baseAddress!) } }
 }

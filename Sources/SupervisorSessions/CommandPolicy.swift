@@ -24,7 +24,7 @@ public struct CommandPolicy: Sendable {
     public static let openSuffixes = [".pdb", ".pdb1", ".ent", ".pqr", ".cif", ".mmcif", ".mmtf", ".mol2", ".sdf", ".mol", ".gro", ".pdbqt",
                                       ".pdb.gz", ".ent.gz", ".pqr.gz", ".pdbqt.gz", ".cxs"]
     public static let openFormats: Set<String> = ["pdb", "mmcif", "cif", "mmtf", "mol2", "sdf", "gro", "pdbqt", "pqr", "session"]
-    static let openKeywords: Set<String> = ["format", "name", "maxmodels", "coordsets", "autostyle", "logInfo".lowercased()]
+    static let openKeywords: Set<String> = ["format", "name", "maxmodels", "coordsets", "autostyle", "loginfo"]
     /// Images and session files `save` may write.
     public static let saveSuffixes = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".ppm", ".cxs"]
     public static let saveFormats: Set<String> = ["png", "jpeg", "jpg", "tiff", "tif", "bmp", "gif", "ppm", "session"]

@@ -179,11 +179,6 @@ public enum ProcessTree {
         return nil
     }
 
-    /// `ProcessTable.members` on a fresh table (without start times for the roots).
-    public static func members(of roots: Set<pid_t>, group: pid_t) -> [pid_t: UInt64] {
-        ProcessTable.read().members(of: Dictionary(uniqueKeysWithValues: roots.map { ($0, 0) }), group: group)
-    }
-
     /// Usage of exactly these processes, read now (each one's /proc/PID/stat, no scan of /proc); the ones
     /// whose start time differs (the pid was reused) or that are gone count for nothing.
     public static func usage(of pids: [pid_t: UInt64]) -> TreeUsage {

@@ -77,6 +77,19 @@ struct SessionWorkTests {
         #expect(bad.json["ok"] as? Bool == false && (bad.json["error"] as? [String: Any])?["type"] as? String == "UserError")
     }
 
+    @Test func theTranscriptKeepsItsNewestEntriesWithinItsBound() throws {
+        let f = try SessionFixture(["--transcript-max", "10"])
+        let id = try f.readySession()
+        for i in 0..<12 { #expect(try command(f, id, "turn y \(i)").status == 200) }
+        let r = try f.call("GET", "/api/sessions/\(id)/messages?limit=200").json
+        let items = r["items"] as? [[String: Any]] ?? []
+        let orders = items.compactMap { $0["order"] as? Int }
+        // Trimmed in steps: never more than the bound and a tenth, the newest kept, in order.
+        #expect(items.count >= 10 && items.count <= 11 && r["total_count"] as? Int == items.count, "\(orders)")
+        #expect(orders == Array((orders.first ?? 0)...(orders.last ?? 0)) && items.last?["text"] as? String == "ok")
+        #expect(items.compactMap { $0["text"] as? String }.contains("turn y 11"))
+    }
+
     @Test func everyRefusedFormIs403AndReachesNothing() throws {
         let f = try SessionFixture()
         let id = try f.readySession()

@@ -1,6 +1,7 @@
 import CShim
 import Foundation
 import Glibc
+import SupervisorSessions
 
 /// A child process started with `cshim_spawn` (every descriptor above 2 closed in the child, so concurrent
 /// tests cannot leak sockets or pipes into each other's children) and reaped with `waitpid`.
@@ -22,17 +23,9 @@ public final class Child: @unchecked Sendable {
             if errFD != outFD { close(errFD) }
             close(inFD)
         }
-        let argv = ([path] + args).map { strdup($0) } + [nil]
-        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
-        }
         var p: pid_t = 0
-        let rc = argv.withUnsafeBufferPointer { a in
-            envp.withUnsafeBufferPointer { e in
-                cshim_spawn(&p, path, a.baseAddress, e.baseAddress, directory, inFD, outFD, errFD, 0)
-            }
+        let rc = withSpawnVectors([path] + args, environment) { a, e in
+            cshim_spawn(&p, path, a, e, directory, inFD, outFD, errFD, 0)
         }
         if rc != 0 { throw TestFailure("spawn \(path): errno \(rc)") }
         pid = p
