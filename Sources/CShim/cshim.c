@@ -99,7 +99,14 @@ int cshim_cpu_count(void) {
     return CPU_COUNT(&set);
 }
 
-int cshim_gettid(void) { return (int)syscall(SYS_gettid); }
+/* The calling thread's id, cached per thread: `EventLoop.inLoop` asks on every response and the system call
+ * showed in profiles. A forked child would inherit its parent thread's cached value, but our children only
+ * make system calls between fork and exec and never ask. */
+static __thread int cshim_cached_tid;
+int cshim_gettid(void) {
+    if (cshim_cached_tid == 0) cshim_cached_tid = (int)syscall(SYS_gettid);
+    return cshim_cached_tid;
+}
 
 int cshim_open_tmpfile(const char *dir) { return open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600); }
 

@@ -26,7 +26,7 @@ public final class EventLoop: @unchecked Sendable {
     public private(set) var now: UInt64 = monotonicNanos()
     /// Shared read buffer: one per loop, since a loop reads one socket at a time.
     var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
-    /// Cached `Date:` header value, refreshed once a second.
+    /// Cached `Date:` header line, refreshed once a second.
     private(set) var httpDate: [UInt8] = []
     private var httpDateSecond: Int = -1
     /// Incremented on every turn; read by the watchdog from loop 0.
@@ -141,13 +141,14 @@ public final class EventLoop: @unchecked Sendable {
         for t in tasks { t() }
     }
 
-    /// `Date` header bytes for now (RFC 9110 §5.6.7 IMF-fixdate), recomputed at most once a second.
-    func currentHTTPDate() -> [UInt8] {
+    /// The `Date` header line for now (RFC 9110 §5.6.7 IMF-fixdate, with its CRLF), recomputed at most once a
+    /// second.
+    func currentDateLine() -> [UInt8] {
         var t = time_t(0)
         time(&t)
         if Int(t) != httpDateSecond {
             httpDateSecond = Int(t)
-            httpDate = Array(formatHTTPDate(Int(t)).utf8)
+            httpDate = Array("Date: \(formatHTTPDate(Int(t)))\r\n".utf8)
         }
         return httpDate
     }

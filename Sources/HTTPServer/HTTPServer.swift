@@ -21,6 +21,8 @@ public final class HTTPServer: @unchecked Sendable {
     private let requestCounter = Atomic<UInt64>(0)
     /// The configured default headers, serialised once (`Name: value\r\n`), CR and LF removed.
     let defaultHeaderBytes: [(name: String, line: [UInt8])]
+    /// All of them in one block, for the usual response that sets none of them itself.
+    let defaultHeaderBlock: [UInt8]
 
     var draining: Bool { drainingFlag.load(ordering: .relaxed) }
 
@@ -37,6 +39,7 @@ public final class HTTPServer: @unchecked Sendable {
             line.append(contentsOf: "\r\n".utf8)
             return (n, line)
         }
+        defaultHeaderBlock = defaultHeaderBytes.flatMap(\.line)
         var ls: [EventLoop] = []
         for i in 0..<max(1, configuration.eventLoops) { ls.append(try EventLoop(index: i)) }
         loops = ls
@@ -110,6 +113,12 @@ public final class HTTPServer: @unchecked Sendable {
         return "\(requestPrefix)-\(String(n, radix: 16))"
     }
 
+    /// Whether `name` is one of the configured default headers (a response that sets it replaces the default).
+    func isDefaultHeader(_ name: String) -> Bool {
+        for d in defaultHeaderBytes where asciiCaseInsensitiveEquals(d.name, name) { return true }
+        return false
+    }
+
     func requestCompleted(loop: EventLoop, route: String?, method: HTTPMethod, status: Int, nanos: UInt64) {
         observer.requestCompleted(loop: loop.index, route: route, method: method, status: status, nanos: nanos)
     }
@@ -137,7 +146,8 @@ private func isAlnum(_ b: UInt8) -> Bool {
 
 /// Per-loop state: the acceptors and the open connections (for drain).
 final class LoopContext {
-    unowned let loop: EventLoop
+    // unowned(unsafe): the server owns both its loops and their contexts, for the life of the server.
+    unowned(unsafe) let loop: EventLoop
     private var connections: [ObjectIdentifier: Connection] = [:]
     private var acceptors: [Acceptor] = []
     private var draining = false
@@ -170,8 +180,9 @@ final class LoopContext {
 /// connection limit is reached.
 final class Acceptor: EventHandler {
     let listener: Listener
-    unowned let loop: EventLoop
-    unowned let server: HTTPServer
+    // unowned(unsafe): acceptors belong to their loop's context, which the server owns (see LoopContext).
+    unowned(unsafe) let loop: EventLoop
+    unowned(unsafe) let server: HTTPServer
     private var enabled = false
     private var stopped = false
     private var lastWarning: UInt64 = 0

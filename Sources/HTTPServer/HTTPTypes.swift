@@ -26,6 +26,8 @@ public struct HTTPHeaders: Sendable, Sequence {
 
     public mutating func add(_ name: String, _ value: String) { fields.append((name: name, value: value)) }
 
+    public mutating func reserveCapacity(_ n: Int) { fields.reserveCapacity(n) }
+
     /// Replaces every field of that name with one.
     public mutating func set(_ name: String, _ value: String) {
         remove(name)
@@ -54,17 +56,15 @@ public struct HTTPHeaders: Sendable, Sequence {
 
 @inline(__always)
 func asciiCaseInsensitiveEquals(_ a: String, _ b: String) -> Bool {
-    var ia = a.utf8.makeIterator()
-    var ib = b.utf8.makeIterator()
-    while true {
-        let ca = ia.next()
-        let cb = ib.next()
-        guard let x = ca, let y = cb else { return ca == nil && cb == nil }
-        if x == y { continue }
+    let ua = a.utf8
+    let ub = b.utf8
+    guard ua.count == ub.count else { return false }
+    for (x, y) in zip(ua, ub) where x != y {
         let lx = (x >= 65 && x <= 90) ? x | 0x20 : x
         let ly = (y >= 65 && y <= 90) ? y | 0x20 : y
         if lx != ly { return false }
     }
+    return true
 }
 
 /// Who is on the other end of a connection.

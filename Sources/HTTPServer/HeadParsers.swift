@@ -59,16 +59,16 @@ enum RequestLineParser {
             headers: HTTPHeaders(), framing: .none, expectContinue: false, keepAlive: minor == 1)
     }
 
-    private static func parseVersion(_ v: Slice<UnsafeBufferPointer<UInt8>>) throws(HTTPParseError) -> Int {
+    private static func parseVersion(_ b: Slice<UnsafeBufferPointer<UInt8>>) throws(HTTPParseError) -> Int {
         // HTTP-version = "HTTP" "/" DIGIT "." DIGIT, case-sensitive.
-        let b = Array(v)
-        guard b.count == 8, b[0] == 0x48, b[1] == 0x54, b[2] == 0x54, b[3] == 0x50, b[4] == 0x2F,
-            b[6] == 0x2E, (0x30...0x39).contains(b[5]), (0x30...0x39).contains(b[7])
+        let s = b.startIndex
+        guard b.count == 8, b[s] == 0x48, b[s + 1] == 0x54, b[s + 2] == 0x54, b[s + 3] == 0x50, b[s + 4] == 0x2F,
+            b[s + 6] == 0x2E, (0x30...0x39).contains(b[s + 5]), (0x30...0x39).contains(b[s + 7])
         else { throw .bad("malformed HTTP version") }
-        guard b[5] == 0x31, b[7] == 0x30 || b[7] == 0x31 else {
+        guard b[s + 5] == 0x31, b[s + 7] == 0x30 || b[s + 7] == 0x31 else {
             throw HTTPParseError(505, "http_version_not_supported", "only HTTP/1.0 and HTTP/1.1 are served")
         }
-        return Int(b[7] - 0x30)
+        return Int(b[s + 7] - 0x30)
     }
 }
 
@@ -99,21 +99,24 @@ enum HeaderLineParser {
 
 /// Message framing and connection rules (RFC 9112 §6.3, §9.3; RFC 9110 §10.1.1).
 enum FramingRules {
-    static func apply(to head: inout RequestHead) throws(HTTPParseError) {
-        let h = head.headers
+    static func apply(to head: RequestHead) throws(HTTPParseError) {
         var hostCount = 0
         var contentLengths: [String] = []
         var transferEncodings: [String] = []
         var connectionTokens: [String] = []
         var expect: [String] = []
-        for f in h.fields {
-            switch f.name.lowercased() {
-            case "host": hostCount += 1
-            case "content-length": contentLengths.append(f.value)
-            case "transfer-encoding": transferEncodings.append(f.value)
-            case "connection": connectionTokens += f.value.split(separator: ",").map { trim($0).lowercased() }
-            case "expect": expect.append(f.value)
-            default: break
+        for f in head.headers.fields {
+            // Compared in place (a lower-cased copy of every name cost an allocation per field).
+            if asciiCaseInsensitiveEquals(f.name, "host") {
+                hostCount += 1
+            } else if asciiCaseInsensitiveEquals(f.name, "content-length") {
+                contentLengths.append(f.value)
+            } else if asciiCaseInsensitiveEquals(f.name, "transfer-encoding") {
+                transferEncodings.append(f.value)
+            } else if asciiCaseInsensitiveEquals(f.name, "connection") {
+                connectionTokens += f.value.split(separator: ",").map { trim($0).lowercased() }
+            } else if asciiCaseInsensitiveEquals(f.name, "expect") {
+                expect.append(f.value)
             }
         }
         if head.versionMinor == 1 && hostCount == 0 { throw .bad("HTTP/1.1 request without Host") }

@@ -62,8 +62,11 @@ public struct Problem: Error, Sendable {
 extension Response {
     /// A JSON response (`application/json; charset=utf-8`).
     public static func json(_ value: JSON, status: Int = 200) -> Response {
-        Response(status: status, headers: HTTPHeaders([("Content-Type", "application/json; charset=utf-8")]), body: value.serialized())
+        Response(status: status, headers: jsonHeaders, body: value.serialized())
     }
+
+    /// Shared by every JSON answer (one header list, not one per response).
+    private static let jsonHeaders = HTTPHeaders([("Content-Type", "application/json; charset=utf-8")])
 }
 
 extension Request {

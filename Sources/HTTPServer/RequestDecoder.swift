@@ -4,7 +4,7 @@
 /// where a message ends (request smuggling) is a 400.
 public struct RequestDecoder {
     public enum Event: Equatable {
-        case head(RequestHeadBox)
+        case head(RequestHead)
         case body([UInt8])
         case end
     }
@@ -86,7 +86,7 @@ public struct RequestDecoder {
                 chunked = ChunkedDecoder(limits: limits)
                 state = .chunked
             }
-            return .head(RequestHeadBox(head))
+            return .head(head)
         case .body(let remaining):
             if remaining == 0 {
                 state = .paused
@@ -193,26 +193,24 @@ public struct RequestDecoder {
             func slice(_ r: Range<Int>) -> UnsafeBufferPointer<UInt8> {
                 UnsafeBufferPointer(rebasing: all[(base + r.lowerBound)..<(base + r.upperBound)])
             }
-            var head = try RequestLineParser.parse(slice(lines[0]))
+            let head = try RequestLineParser.parse(slice(lines[0]))
             var headers = HTTPHeaders()
+            headers.reserveCapacity(lines.count - 1)
             for r in lines.dropFirst() {
                 let (name, value) = try HeaderLineParser.parse(slice(r))
                 headers.add(name, value)
             }
             head.headers = headers
-            try FramingRules.apply(to: &head)
+            try FramingRules.apply(to: head)
             return head
         }
     }
 }
 
-/// `RequestHead` behind a class so `Event` stays cheap to compare in tests and to move around.
-public final class RequestHeadBox: Equatable {
-    public let head: RequestHead
-    init(_ head: RequestHead) { self.head = head }
-    public static func == (a: RequestHeadBox, b: RequestHeadBox) -> Bool {
-        a.head.method == b.head.method && a.head.target == b.head.target
-            && a.head.framing == b.head.framing && a.head.versionMinor == b.head.versionMinor
-            && a.head.headers.fields.map { "\($0.name):\($0.value)" } == b.head.headers.fields.map { "\($0.name):\($0.value)" }
+extension RequestHead: Equatable {
+    /// Same request line, framing and header fields (for tests of the decoder).
+    public static func == (a: RequestHead, b: RequestHead) -> Bool {
+        a.method == b.method && a.target == b.target && a.framing == b.framing && a.versionMinor == b.versionMinor
+            && a.headers.fields.map { "\($0.name):\($0.value)" } == b.headers.fields.map { "\($0.name):\($0.value)" }
     }
 }

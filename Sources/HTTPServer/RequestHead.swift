@@ -6,22 +6,28 @@ public enum BodyFraming: Sendable, Equatable {
 }
 
 /// A parsed request line and header section.
-public struct RequestHead: Sendable {
-    public var method: HTTPMethod
+///
+/// A class: a request's head is handed from the decoder to the connection, the router, the `Request` and the
+/// handler, and as a struct of five strings and an array it cost dozens of reference-count operations per
+/// request in copies (seen in profiles of the heartbeat route).
+public final class RequestHead: @unchecked Sendable {
+    // @unchecked Sendable: the fields are set only by the parser (this module), before the head is handed to
+    // anyone; from then on it is never mutated, so sharing it between threads is safe.
+    public internal(set) var method: HTTPMethod
     /// The request target as sent (origin-form; absolute-form is reduced to its path and query).
-    public var target: String
+    public internal(set) var target: String
     /// The raw path (before `?`), still percent-encoded.
-    public var path: String
+    public internal(set) var path: String
     /// The raw query (after `?`), or empty.
-    public var query: String
+    public internal(set) var query: String
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
-    public var versionMinor: Int
-    public var headers: HTTPHeaders
-    public var framing: BodyFraming
+    public internal(set) var versionMinor: Int
+    public internal(set) var headers: HTTPHeaders
+    public internal(set) var framing: BodyFraming
     /// The client asked for `100 Continue` before sending its body.
-    public var expectContinue: Bool
+    public internal(set) var expectContinue: Bool
     /// Whether the client allows the connection to stay open after this exchange.
-    public var keepAlive: Bool
+    public internal(set) var keepAlive: Bool
 
     public init(
         method: HTTPMethod, target: String, path: String, query: String, versionMinor: Int,

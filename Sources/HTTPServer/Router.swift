@@ -120,10 +120,11 @@ public struct Router: Sendable {
         let endingInLiteral = byShape[Shape(count: parts.count, last: parts.last)] ?? []
         let endingInParameter = byShape[Shape(count: parts.count, last: nil)] ?? []
         if endingInLiteral.isEmpty && endingInParameter.isEmpty { return .notFound }
-        var allowed: [String] = []
         var getMatch: Route?
         var exact: Route?
-        // Which routes match is decided without allocating; only the winner's parameters are decoded.
+        var otherMethods = false
+        // Which routes match is decided without allocating; only the winner's parameters are decoded, and the
+        // methods for `Allow` are gathered only when none matched.
         func consider(_ i: Int) {
             let r = routes[i]
             guard Router.matches(r.segments, parts) else { return }
@@ -132,14 +133,18 @@ public struct Router: Sendable {
                 if exact.map({ $0.literalCount < r.literalCount }) ?? true { exact = r }
                 return
             }
+            otherMethods = true
             if r.method == .GET, getMatch.map({ $0.literalCount < r.literalCount }) ?? true { getMatch = r }
-            if !allowed.contains(r.method.rawValue) { allowed.append(r.method.rawValue) }
         }
         for i in endingInLiteral { consider(i) }
         for i in endingInParameter { consider(i) }
         if let exact { return .matched(exact, Router.parameters(exact.segments, parts)) }
         if method == .HEAD, let g = getMatch { return .matched(g, Router.parameters(g.segments, parts)) }
-        if allowed.isEmpty { return .notFound }
+        if !otherMethods { return .notFound }
+        var allowed: [String] = []
+        for i in endingInLiteral + endingInParameter where Router.matches(routes[i].segments, parts) && !allowed.contains(routes[i].method.rawValue) {
+            allowed.append(routes[i].method.rawValue)
+        }
         if allowed.contains("GET") && !allowed.contains("HEAD") { allowed.append("HEAD") }
         if !allowed.contains("OPTIONS") { allowed.append("OPTIONS") }
         return .methodNotAllowed(allowed.sorted())

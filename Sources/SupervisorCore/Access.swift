@@ -29,15 +29,15 @@ struct Access: Sendable {
     /// a stale cookie is ignored. Unsafe methods authenticated by a cookie must pass the CSRF rule.
     func caller(_ req: Request) throws(Problem) -> Caller {
         if let auth = req.headers["Authorization"] {
-            guard let token = Access.bearerToken(auth), let (u, d) = identity.authenticate(token: token) else {
+            guard let token = Access.bearerToken(auth), let signedIn = identity.signIn(token: token) else {
                 throw Problem(401, "unauthorized", "The bearer token is not valid (expired, revoked or unknown).",
                               headers: [("WWW-Authenticate", "Bearer error=\"invalid_token\"")])
             }
-            return .user(u, d, viaCookie: false)
+            return .user(signedIn, viaCookie: false)
         }
-        if let token = Access.cookie(Access.authCookie, in: req), let (u, d) = identity.authenticate(token: token) {
+        if let token = Access.cookie(Access.authCookie, in: req), let signedIn = identity.signIn(token: token) {
             try checkCSRF(req)
-            return .user(u, d, viaCookie: true)
+            return .user(signedIn, viaCookie: true)
         }
         if let uid = state.callerPolicy.isLocalOperator(req) { return .localOperator(uid: uid) }
         if let id = Access.cookie(Access.anonCookie, in: req), let a = identity.anonymousSession(id: id) {
@@ -48,7 +48,7 @@ struct Access: Sendable {
     }
 
     /// The token of `Bearer <token>` (the scheme in any case), without splitting or copying the header twice.
-    static func bearerToken(_ header: String) -> String? {
+    static func bearerToken(_ header: String) -> Substring? {
         let u = header.utf8
         guard u.count > 7 else { return nil }
         var i = u.startIndex
@@ -57,12 +57,12 @@ struct Access: Sendable {
             i = u.index(after: i)
         }
         guard u[i] == UInt8(ascii: " ") else { return nil }
-        return String(header[u.index(after: i)...])
+        return header[u.index(after: i)...]
     }
 
     /// A signed-in user, or `401`.
     func user(_ req: Request) throws(Problem) -> (User, DeviceSession) {
-        if case .user(let u, let d, _) = try caller(req) { return (u, d) }
+        if case .user(let s, _) = try caller(req) { return (s.user, s.device) }
         throw Problem(401, "unauthorized", "Log in first: POST /api/v1/auth/login, then send the token as a bearer token or the cxs_auth cookie.",
                       headers: [("WWW-Authenticate", "Bearer")])
     }

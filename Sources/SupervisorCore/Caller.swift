@@ -1,10 +1,11 @@
 import HTTPServer
+import SupervisorIdentity
 import SupervisorStore
 
 /// Who is calling (API.md §3): a user (bearer token or `cxs_auth` cookie), an anonymous browser
 /// (`cxs_anon` cookie), a local operator on the Unix socket, or nobody.
 public enum Caller: Sendable {
-    case user(User, DeviceSession, viaCookie: Bool)
+    case user(SignedIn, viaCookie: Bool)
     case browser(AnonymousSession)
     case localOperator(uid: UInt32)
     case anonymous
@@ -12,7 +13,7 @@ public enum Caller: Sendable {
     public var isAdmin: Bool {
         switch self {
         case .localOperator: return true
-        case .user(let u, _, _): return u.isAdmin
+        case .user(let s, _): return s.user.isAdmin
         default: return false
         }
     }
@@ -20,7 +21,7 @@ public enum Caller: Sendable {
     /// The identity that can own sessions: (`user`, id) or (`anonymous`, id).
     public var owner: (type: String, id: String)? {
         switch self {
-        case .user(let u, _, _): return ("user", u.id)
+        case .user(let s, _): return ("user", s.user.id)
         case .browser(let a): return ("anonymous", a.id)
         default: return nil
         }
@@ -31,7 +32,12 @@ public enum Caller: Sendable {
 
     /// Whether the caller may act on a session of this owner (its own, or any for admins).
     public func mayActOn(ownerType: String, ownerID: String) -> Bool {
-        isAdmin || (owner?.type == ownerType && owner?.id == ownerID)
+        switch self {
+        case .localOperator: return true
+        case .user(let s, _): return s.user.isAdmin || (ownerType == "user" && s.user.id == ownerID)
+        case .browser(let a): return ownerType == "anonymous" && a.id == ownerID
+        case .anonymous: return false
+        }
     }
 }
 

@@ -218,7 +218,8 @@ struct IdentityRoutes {
             switch caller {
             case .browser(let a):
                 (id, created, last, usage) = (a.id, a.createdAt, a.lastActive, usageJSON(a))
-            case .user(let u, let d, _):
+            case .user(let s, _):
+                let (u, d) = (s.user, s.device)
                 // Counted from the user's session records (the live ones' commands from memory).
                 let owned = state.store.read { $0.sessions(ownedBy: "user", u.id) }.map { state.sessionRecord($0.id) ?? $0 }
                 (id, created, last) = (d.id, d.createdAt, d.lastActivity)
@@ -276,33 +277,45 @@ func usageJSON(_ a: AnonymousSession) -> JSON {
 /// RFC 3339 UTC with milliseconds, from milliseconds since the epoch (`2026-11-22T13:00:00.123Z`). Built by
 /// hand: it is on every heartbeat's path, and `String(format:)` costs more than the rest of the answer.
 func rfc3339(_ ms: Int64) -> String {
-    var t = time_t(ms >= 0 ? ms / 1000 : (ms - 999) / 1000)
-    var tm = tm()
-    gmtime_r(&t, &tm)
-    let millis = Int((ms % 1000 + 1000) % 1000)
-    var b = [UInt8](repeating: 0, count: 24)
-    func put(_ v: Int, _ at: Int, _ width: Int) {
-        var v = v
-        for i in stride(from: at + width - 1, through: at, by: -1) {
-            b[i] = UInt8(ascii: "0") + UInt8(v % 10)
-            v /= 10
+    // The civil date by arithmetic (H. Hinnant's days-to-civil): glibc's gmtime_r takes a process-wide lock.
+    let secs = ms >= 0 ? ms / 1000 : (ms - 999) / 1000
+    let millis = Int(ms - secs * 1000)
+    let days = secs >= 0 ? secs / 86_400 : (secs - 86_399) / 86_400
+    let daySecs = Int(secs - days * 86_400)
+    let z = days + 719_468
+    let era = (z >= 0 ? z : z - 146_096) / 146_097
+    let doe = z - era * 146_097
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+    let mp = (5 * doy + 2) / 153
+    let day = Int(doy - (153 * mp + 2) / 5 + 1)
+    let month = Int(mp < 10 ? mp + 3 : mp - 9)
+    let year = Int(yoe + era * 400 + (month <= 2 ? 1 : 0))
+    // Written in place: a temporary array cost an allocation per timestamp (two per heartbeat).
+    return String(unsafeUninitializedCapacity: 24) { b in
+        func put(_ v: Int, _ at: Int, _ width: Int) {
+            var v = v
+            for i in stride(from: at + width - 1, through: at, by: -1) {
+                b[i] = UInt8(ascii: "0") + UInt8(v % 10)
+                v /= 10
+            }
         }
+        put(year, 0, 4)
+        b[4] = UInt8(ascii: "-")
+        put(month, 5, 2)
+        b[7] = UInt8(ascii: "-")
+        put(day, 8, 2)
+        b[10] = UInt8(ascii: "T")
+        put(daySecs / 3600, 11, 2)
+        b[13] = UInt8(ascii: ":")
+        put(daySecs / 60 % 60, 14, 2)
+        b[16] = UInt8(ascii: ":")
+        put(daySecs % 60, 17, 2)
+        b[19] = UInt8(ascii: ".")
+        put(millis, 20, 3)
+        b[23] = UInt8(ascii: "Z")
+        return 24
     }
-    put(Int(tm.tm_year) + 1900, 0, 4)
-    b[4] = UInt8(ascii: "-")
-    put(Int(tm.tm_mon) + 1, 5, 2)
-    b[7] = UInt8(ascii: "-")
-    put(Int(tm.tm_mday), 8, 2)
-    b[10] = UInt8(ascii: "T")
-    put(Int(tm.tm_hour), 11, 2)
-    b[13] = UInt8(ascii: ":")
-    put(Int(tm.tm_min), 14, 2)
-    b[16] = UInt8(ascii: ":")
-    put(Int(tm.tm_sec), 17, 2)
-    b[19] = UInt8(ascii: ".")
-    put(millis, 20, 3)
-    b[23] = UInt8(ascii: "Z")
-    return String(decoding: b, as: UTF8.self)
 }
 
 extension Router {

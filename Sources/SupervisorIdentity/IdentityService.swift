@@ -44,6 +44,26 @@ public struct LoginResult: Sendable {
     public let user: User
 }
 
+/// A signed-in user and the device session of the token, as the store held them at one moment. A class, so
+/// that handing it to a route (every authenticated request) costs one reference count, not one per field.
+public final class SignedIn: Sendable {
+    public let user: User
+    public let device: DeviceSession
+
+    public init(user: User, device: DeviceSession) {
+        self.user = user
+        self.device = device
+    }
+}
+
+/// Recently authenticated tokens, valid while the store's identity generation has not moved (any change of a
+/// user or device session clears it, before the change can be read). Bounded: cleared when full.
+struct TokenCache {
+    static let capacity = 4096
+    var generation: UInt64 = .max
+    var entries: [TokenKey: SignedIn] = [:]
+}
+
 /// Users, logins and device sessions, anonymous browser identities and quotas, kept in the durable store.
 ///
 /// Operations that write block until the store has the change on disk: call them off the event loops.
@@ -59,6 +79,7 @@ public final class IdentityService: Sendable {
     private let userWrites = Mutex<Void>(())
     /// Serialises read-modify-write of anonymous usage counters.
     private let anonymousWrites = Mutex<Void>(())
+    private let tokenCache = Mutex(TokenCache())
 
     /// `clock` gives milliseconds since the epoch (tests inject their own).
     public init(store: Store, settings: IdentitySettings = IdentitySettings(), clock: @escaping @Sendable () -> Int64 = IdentityService.wallClock) {
@@ -178,19 +199,51 @@ public final class IdentityService: Sendable {
     /// The user and device session a token stands for, if it is live: not revoked, not past its absolute or
     /// idle expiry, its user still there. Compares the token's hash in constant time.
     public func authenticate(token: String) -> (User, DeviceSession)? {
+        signIn(token: token).map { ($0.user, $0.device) }
+    }
+
+    /// The user and device session of a bearer token or `cxs_auth` cookie, if it is live.
+    ///
+    /// Every authenticated request comes here, so what the store says of a token is kept in a small cache,
+    /// dropped as soon as any user or device session changes (a logout, a revocation, a password change, a
+    /// deleted user): the store's identity generation moves before such a change can be read, and an entry is
+    /// used only while the generation it was read under is current. Expiry is checked on every use.
+    public func signIn(token: String) -> SignedIn? { signIn(token: token[...]) }
+
+    /// The same for a token inside a header (hashed where it is: a copy cost an allocation per request).
+    public func signIn(token: Substring) -> SignedIn? {
         guard token.utf8.count == 43 else { return nil }
-        let hash = SHA256.hash(token)
+        let hash = SHA256.hash(token.utf8)
+        let key = TokenKey(hash)
         let t = now
-        guard let (session, user) = store.deviceSessionAndUser(tokenHash: hash) else { return nil }
-        guard constantTimeEquals(session.tokenHash, hash), isLive(session, at: t) else { return nil }
+        let generation = store.identityGeneration
+        var found = tokenCache.withLock { c -> SignedIn? in
+            if c.generation != generation {
+                c.entries.removeAll(keepingCapacity: true)
+                c.generation = generation
+                return nil
+            }
+            return c.entries[key]
+        }
+        if found == nil {
+            guard let (session, user) = store.deviceSessionAndUser(token: key) else { return nil }
+            let s = SignedIn(user: user, device: session)
+            tokenCache.withLock { c in
+                guard c.generation == generation else { return }
+                if c.entries.count >= TokenCache.capacity { c.entries.removeAll(keepingCapacity: true) }
+                c.entries[key] = s
+            }
+            found = s
+        }
+        guard let s = found, constantTimeEquals(s.device.tokenHash, hash), isLive(s.device, at: t) else { return nil }
         // Activity moves the idle expiry; written at most once per interval (a write per request would cost a
         // disk flush per request). After a crash, the idle clock is at most that much behind.
-        if t - session.lastActivity >= settings.activityWriteInterval * 1000 {
-            var touched = session
+        if t - s.device.lastActivity >= settings.activityWriteInterval * 1000 {
+            var touched = s.device
             touched.lastActivity = t
             store.write([.putDeviceSession(touched)]) { _ in }
         }
-        return (user, session)
+        return s
     }
 
     public func isLive(_ d: DeviceSession, at t: Int64) -> Bool {

@@ -56,19 +56,26 @@ public struct SHA256: Sendable {
 
     private func digest() -> [UInt8] {
         [UInt8](unsafeUninitializedCapacity: 32) { out, count in
-            var i = 0
-            for v in [h.0, h.1, h.2, h.3, h.4, h.5, h.6, h.7] {
-                out[i] = UInt8(v >> 24)
-                out[i + 1] = UInt8(truncatingIfNeeded: v >> 16)
-                out[i + 2] = UInt8(truncatingIfNeeded: v >> 8)
-                out[i + 3] = UInt8(truncatingIfNeeded: v)
-                i += 4
+            withUnsafeBytes(of: h) { words in
+                for w in 0..<8 {
+                    let v = words.load(fromByteOffset: w * 4, as: UInt32.self)
+                    out[4 * w] = UInt8(v >> 24)
+                    out[4 * w + 1] = UInt8(truncatingIfNeeded: v >> 16)
+                    out[4 * w + 2] = UInt8(truncatingIfNeeded: v >> 8)
+                    out[4 * w + 3] = UInt8(truncatingIfNeeded: v)
+                }
             }
             count = 32
         }
     }
 
-    public static func hash(_ text: String) -> [UInt8] { hash(Array(text.utf8)) }
+    public static func hash(_ text: String) -> [UInt8] {
+        var t = text
+        return t.withUTF8 { b in
+            var s = SHA256()
+            return s.oneShot(UnsafeRawBufferPointer(b))
+        }
+    }
 
     public mutating func update<C: Collection>(_ bytes: C) where C.Element == UInt8 {
         length &+= UInt64(bytes.count)

@@ -351,6 +351,14 @@ public enum Mutation: Sendable, Equatable {
     /// Writes nothing of substance; used to probe whether the disk takes writes again.
     case noop
 
+    /// Whether it changes a user or a device session (what authentication reads).
+    public var changesIdentity: Bool {
+        switch self {
+        case .putUser, .deleteUser, .putDeviceSession, .deleteDeviceSession: return true
+        default: return false
+        }
+    }
+
     /// Record type bytes. Never reuse a number.
     enum Kind: UInt8 {
         case noop = 0, putUser = 1, deleteUser = 2, putDeviceSession = 3, deleteDeviceSession = 4, putAnonymousSession = 5,

@@ -61,6 +61,9 @@ public final class Store: @unchecked Sendable {
     private let shared: Mutex<Shared>
     /// The records, apart from the commit bookkeeping so that reads inline into callers.
     @usableFromInline let stateBox: ReadWriteBox<StoreState>
+    /// Moves (under the write lock, before they are applied) with every batch that changes a user or a device
+    /// session: caches of authenticated identities compare it to know they are still true.
+    private let identityChanges = Atomic<UInt64>(0)
     private let wakeup = NSCondition()
     private var fd: Int32 = -1
     private var logEnd = 0
@@ -163,12 +166,17 @@ public final class Store: @unchecked Sendable {
     /// The device session of a token hash and its user, looked up under one read lock (every authenticated
     /// request: done here, where the state is borrowed in place; through `read` from another module the
     /// optimizer copied the whole state).
-    public func deviceSessionAndUser(tokenHash: [UInt8]) -> (DeviceSession, User)? {
+    public func deviceSessionAndUser(token: TokenKey) -> (DeviceSession, User)? {
         stateBox.withReadLock { s in
-            guard let d = s.deviceSession(tokenHash: tokenHash), let u = s.users[d.userID] else { return nil }
+            guard let d = s.deviceSession(token: token), let u = s.users[d.userID] else { return nil }
             return (d, u)
         }
     }
+
+    /// A number that changes whenever a user or a device session changes, before the change can be read (it
+    /// moves under the write lock, ahead of the change). A reader that saw the same number before reading
+    /// something and again later knows that thing has not changed in between.
+    public var identityGeneration: UInt64 { identityChanges.load(ordering: .acquiring) }
 
     /// False after a write failed, until a write or probe succeeds again.
     public var isHealthy: Bool { shared.withLock { $0.healthy } }
@@ -277,6 +285,9 @@ public final class Store: @unchecked Sendable {
         logEnd += bytes.count
         nextSequence = seq
         stateBox.withWriteLock { state in
+            if batch.contains(where: { $0.mutations.contains(where: \.changesIdentity) }) {
+                identityChanges.wrappingAdd(1, ordering: .releasing)
+            }
             for p in batch {
                 for m in p.mutations { state.apply(m) }
             }

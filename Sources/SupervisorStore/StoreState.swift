@@ -25,6 +25,30 @@ public struct ExpiryIndex: Sendable {
     mutating func compact(live: (String, Int64) -> Bool) { heap.removeAll { !live($0.id, $0.at) } }
 }
 
+/// A token hash (SHA-256, 32 bytes) as a dictionary key: four words, compared whole, hashed by the first
+/// (the bytes are already uniform, and `Hasher` is seeded per process). An array key was hashed byte by byte
+/// on every authenticated request.
+public struct TokenKey: Hashable, Sendable {
+    public let words: (UInt64, UInt64, UInt64, UInt64)
+
+    /// The 32 bytes of a SHA-256 output, exactly. Other lengths (records are not trusted) are folded into a
+    /// key too; a match found through such a key is still checked against the stored hash by its user.
+    public init(_ bytes: [UInt8]) {
+        var w: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &w) { out in
+            for (i, b) in bytes.enumerated() { out[i % 32] ^= b }
+        }
+        if bytes.count != 32 { w.3 ^= UInt64(bytes.count &+ 1) &* 0x9E37_79B9_7F4A_7C15 }
+        words = w
+    }
+
+    public static func == (a: TokenKey, b: TokenKey) -> Bool {
+        a.words.0 == b.words.0 && a.words.1 == b.words.1 && a.words.2 == b.words.2 && a.words.3 == b.words.3
+    }
+
+    public func hash(into h: inout Hasher) { h.combine(words.0) }
+}
+
 /// Everything the store holds, with the indexes the API needs. A value: a copy is a consistent snapshot.
 public struct StoreState: Sendable {
     public private(set) var users: [String: User] = [:]
@@ -32,7 +56,7 @@ public struct StoreState: Sendable {
     public private(set) var userIDsByName: [String: String] = [:]
     public private(set) var deviceSessions: [String: DeviceSession] = [:]
     /// SHA-256 of the token → device session id.
-    public private(set) var deviceSessionIDsByToken: [[UInt8]: String] = [:]
+    public private(set) var deviceSessionIDsByToken: [TokenKey: String] = [:]
     public private(set) var deviceSessionIDsByUser: [String: Set<String>] = [:]
     public private(set) var anonymousSessions: [String: AnonymousSession] = [:]
     public private(set) var sessions: [String: SessionRecord] = [:]
@@ -52,7 +76,9 @@ public struct StoreState: Sendable {
 
     public func user(named name: String) -> User? { userIDsByName[name.lowercased()].flatMap { users[$0] } }
 
-    public func deviceSession(tokenHash: [UInt8]) -> DeviceSession? { deviceSessionIDsByToken[tokenHash].flatMap { deviceSessions[$0] } }
+    public func deviceSession(tokenHash: [UInt8]) -> DeviceSession? { deviceSession(token: TokenKey(tokenHash)) }
+
+    public func deviceSession(token: TokenKey) -> DeviceSession? { deviceSessionIDsByToken[token].flatMap { deviceSessions[$0] } }
 
     public func deviceSessions(ofUser id: String) -> [DeviceSession] {
         (deviceSessionIDsByUser[id] ?? []).compactMap { deviceSessions[$0] }
@@ -112,9 +138,9 @@ public struct StoreState: Sendable {
         case .deleteUser(let id):
             if let old = users.removeValue(forKey: id) { userIDsByName[old.username.lowercased()] = nil }
         case .putDeviceSession(let d):
-            if let old = deviceSessions[d.id] { deviceSessionIDsByToken[old.tokenHash] = nil }
+            if let old = deviceSessions[d.id] { deviceSessionIDsByToken[TokenKey(old.tokenHash)] = nil }
             deviceSessions[d.id] = d
-            deviceSessionIDsByToken[d.tokenHash] = d.id
+            deviceSessionIDsByToken[TokenKey(d.tokenHash)] = d.id
             deviceSessionIDsByUser[d.userID, default: []].insert(d.id)
             deviceExpiry.push(d.expiresAt, d.id)
             if deviceExpiry.count > 2 * deviceSessions.count + 64 {
@@ -122,7 +148,7 @@ public struct StoreState: Sendable {
             }
         case .deleteDeviceSession(let id):
             if let old = deviceSessions.removeValue(forKey: id) {
-                deviceSessionIDsByToken[old.tokenHash] = nil
+                deviceSessionIDsByToken[TokenKey(old.tokenHash)] = nil
                 deviceSessionIDsByUser[old.userID]?.remove(id)
                 if deviceSessionIDsByUser[old.userID]?.isEmpty == true { deviceSessionIDsByUser[old.userID] = nil }
             }

@@ -10,7 +10,7 @@ private func decode(_ chunks: [[UInt8]], limits: ParserLimits = ParserLimits()) 
         while let e = try d.next() {
             switch e {
             case .head(let h):
-                let hd = h.head
+                let hd = h
                 let fields = hd.headers.fields.map { "\($0.name)=\($0.value)" }.joined(separator: ",")
                 out.append("head \(hd.method) \(hd.target) 1.\(hd.versionMinor) \(hd.framing) ka=\(hd.keepAlive) [\(fields)]")
             case .body(let b):
@@ -93,7 +93,7 @@ struct RequestDecoderTests {
         #expect(d.isPaused)
         d.resume()
         guard case .head(let h) = try d.next() else { Issue.record("expected second head"); return }
-        #expect(h.head.target == "/2")
+        #expect(h.target == "/2")
     }
 
     @Test func absoluteFormIsReducedToPathAndQuery() {
@@ -116,7 +116,7 @@ struct RequestDecoderTests {
         var d = RequestDecoder()
         d.append(bytes("POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"))
         guard case .head(let h) = try d.next() else { Issue.record("expected head"); return }
-        #expect(h.head.expectContinue)
+        #expect(h.expectContinue)
     }
 
     /// Every shape that must be refused, with the status it is refused with.

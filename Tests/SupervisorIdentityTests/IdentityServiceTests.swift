@@ -67,6 +67,35 @@ struct IdentityServiceTests {
         #expect(stored.tokenHash == SHA256.hash(a.token) && stored.revokeReason == "logout")
     }
 
+    @Test func remembersTokensOnlyUntilAUserOrDeviceSessionChanges() throws {
+        let clock = ManualClock()
+        let id = try service(clock)
+        defer { id.store.close() }
+        let ann = try id.createUser(username: "ann", password: "ann-password", isAdmin: false)
+        let bob = try id.createUser(username: "bob", password: "bob-password", isAdmin: false)
+        let a1 = try id.login(username: "ann", password: "ann-password", address: "a", userAgent: "")
+        let a2 = try id.login(username: "ann", password: "ann-password", address: "a", userAgent: "")
+        let b = try id.login(username: "bob", password: "bob-password", address: "b", userAgent: "")
+        // Answered twice (the second from the cache), the same identity each time.
+        for _ in 0..<2 {
+            #expect(id.signIn(token: a1.token)?.device.id == a1.session.id)
+            #expect(id.signIn(token: b.token)?.user.id == bob.id)
+        }
+        // Log out everywhere but a2: a1 is refused at once, a2 and bob's token still work.
+        _ = try id.revokeAll(userID: ann.id, keep: a2.session.id, reason: "logout_all")
+        #expect(id.signIn(token: a1.token) == nil)
+        #expect(id.signIn(token: a2.token)?.device.id == a2.session.id)
+        #expect(id.signIn(token: b.token) != nil)
+        // A new password revokes the rest; a deleted user's token is refused.
+        try id.setPassword(userID: ann.id, password: "another-password")
+        #expect(id.signIn(token: a2.token) == nil)
+        _ = try id.deleteUser(id: bob.id)
+        #expect(id.signIn(token: b.token) == nil)
+        // A token that differs in one character is refused, cached neighbour or not.
+        let last = a2.token.last == "A" ? "B" : "A"
+        #expect(id.signIn(token: String(a2.token.dropLast()) + last) == nil)
+    }
+
     @Test func failedLoginsLockTheAccountUntilTheWindowPasses() throws {
         let clock = ManualClock()
         let id = try service(clock)
