@@ -39,7 +39,7 @@ let package = Package(
         // The application: routes, metrics, OpenAPI document, lifecycle of the daemon.
         .target(
             name: "SupervisorCore",
-            dependencies: ["HTTPServer", "SupervisorConfig", "SystemdIntegration", "SupervisorStore", "SupervisorIdentity", "SupervisorSessions"]
+            dependencies: ["CShim", "HTTPServer", "SupervisorConfig", "SystemdIntegration", "SupervisorStore", "SupervisorIdentity", "SupervisorSessions"]
         ),
         // Thin executable: parses the subcommand and wires the modules.
         .executableTarget(

@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "cshim.h"
+#include <stdatomic.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/file.h>
@@ -106,6 +107,15 @@ static __thread int cshim_cached_tid;
 int cshim_gettid(void) {
     if (cshim_cached_tid == 0) cshim_cached_tid = (int)syscall(SYS_gettid);
     return cshim_cached_tid;
+}
+
+/* A small number per thread, handed out in order of first use: striped counters and caches index by it so
+ * that the event-loop threads (the first threads to ask) each get a stripe of their own. */
+static _Atomic int cshim_next_slot;
+static __thread int cshim_slot = -1;
+int cshim_thread_slot(void) {
+    if (cshim_slot < 0) cshim_slot = atomic_fetch_add(&cshim_next_slot, 1);
+    return cshim_slot;
 }
 
 int cshim_open_tmpfile(const char *dir) { return open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600); }

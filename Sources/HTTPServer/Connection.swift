@@ -4,7 +4,7 @@ import Glibc
 /// One client connection, confined to the loop that accepted it. Reads requests one at a time (pipelined
 /// ones wait in the decoder), answers them in order, and enforces the header, body-idle, keep-alive and
 /// write timeouts.
-final class Connection: EventHandler, TimerTarget {
+final class Connection: EventHandler, TimerTarget, DeferredWriter {
     enum Phase {
         case waitingHead
         case readingBody
@@ -40,6 +40,8 @@ final class Connection: EventHandler, TimerTarget {
     private var readPaused = false
     private var processing = false
     private var closeAfterResponse = false
+    /// A response waits in `out` for the end of the loop's turn.
+    private var writeQueued = false
 
     // The request in progress.
     private var head: RequestHead?
@@ -131,7 +133,10 @@ final class Connection: EventHandler, TimerTarget {
         process()
         if phase == .closed { return }
         if peerClosed {
-            // Nothing more will come. Finish a request being handled; otherwise there is nothing to answer.
+            // Nothing more will come. Finish a request being handled, or answers still waiting to be written
+            // (defensive: the end of input is seen in a later turn than the requests, after their answers went
+            // out); otherwise there is nothing to answer.
+            if phase == .waitingHead && (outIndex < out.count || writeQueued) { phase = .closing }
             switch phase {
             case .handling, .closing:
                 closeAfterResponse = true
@@ -196,7 +201,7 @@ final class Connection: EventHandler, TimerTarget {
         params = [:]
         earlyResponse = nil
         requestStart = loop.now
-        requestID = server.requestID(from: h.headers["X-Request-ID"])
+        requestID = server.requestID(from: h.headers["X-Request-ID"], loop: loop)
         if !h.keepAlive || server.draining { closeAfterResponse = true }
         phase = .readingBody
         let hasBody: Bool
@@ -287,7 +292,7 @@ final class Connection: EventHandler, TimerTarget {
     /// A protocol error: answer it and close.
     private func fail(_ problem: Problem) {
         closeAfterResponse = true
-        if requestID.isEmpty { requestID = server.requestID(from: nil) }
+        if requestID.isEmpty { requestID = server.requestID(from: nil, loop: loop) }
         phase = .handling
         writeResponse(problem.response(requestID: requestID))
     }
@@ -409,8 +414,18 @@ final class Connection: EventHandler, TimerTarget {
             phase = .waitingHead
             decoder.resume()
         }
-        flush()
+        // Written at the end of the loop's turn, with the answers to the other sockets that were ready: each
+        // send wakes the client, and sending in the middle of a turn let it preempt the loop once per request.
+        if !writeQueued {
+            writeQueued = true
+            loop.deferWrite(self)
+        }
         if phase == .waitingHead && !processing { process() }
+    }
+
+    func writeDeferred() {
+        writeQueued = false
+        if phase != .closed { flush() }
     }
 
     private func appendHeader(_ o: inout [UInt8], _ name: String, _ value: String) {

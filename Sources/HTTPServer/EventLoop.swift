@@ -7,6 +7,11 @@ protocol EventHandler: AnyObject {
     func handleEvent(_ events: UInt32)
 }
 
+/// Something with output to write at the end of the loop's current turn.
+protocol DeferredWriter: AnyObject {
+    func writeDeferred()
+}
+
 /// One thread, one epoll instance. It owns the descriptors registered with it, its timers and every
 /// connection it accepted; other threads reach it only through `execute`, which queues a closure and
 /// wakes it through an eventfd.
@@ -31,6 +36,12 @@ public final class EventLoop: @unchecked Sendable {
     private var httpDateSecond: Int = -1
     /// Incremented on every turn; read by the watchdog from loop 0.
     public let turns = Atomic<UInt64>(0)
+    /// Writers to run at the end of this turn (responses go out together, after every ready socket was read).
+    private var deferredWriters: [DeferredWriter] = []
+    /// Request ids issued by this loop (see `HTTPServer.requestID`). Loop thread only.
+    var requestsNumbered: UInt64 = 0
+    /// HTTP connections owned by this loop (counted when assigned, before the loop takes them over).
+    let connectionCount = Atomic<Int>(0)
 
     public init(index: Int) throws(SystemCallError) {
         self.index = index
@@ -126,6 +137,18 @@ public final class EventLoop: @unchecked Sendable {
                 }
             }
             while let t = timers.popDue(now: now) { t.timerFired(now: now) }
+            runDeferredWriters()
+        }
+    }
+
+    /// Queues `w.writeDeferred()` for the end of this turn. Loop thread only.
+    func deferWrite(_ w: DeferredWriter) { deferredWriters.append(w) }
+
+    private func runDeferredWriters() {
+        while !deferredWriters.isEmpty {
+            let ws = deferredWriters
+            deferredWriters.removeAll(keepingCapacity: true)
+            for w in ws { w.writeDeferred() }
         }
     }
 

@@ -1,5 +1,25 @@
+import CShim
 import HTTPServer
 import Synchronization
+
+/// A counter that several threads add to: one slot per thread stripe (the event loops each get their own),
+/// summed when read. A single atomic bounced between the loops' cores on every heartbeat.
+public final class StripedCounter: Sendable {
+    private let slots: [PaddedAtomic] = (0..<8).map { _ in PaddedAtomic() }
+
+    public init() {}
+
+    public func add(_ n: Int) { slots[Int(cshim_thread_slot()) & 7].value.wrappingAdd(n, ordering: .relaxed) }
+
+    public var value: Int { slots.reduce(0) { $0 + $1.value.load(ordering: .relaxed) } }
+}
+
+/// An atomic at the start of an object of 128 bytes or more, so that no two of them share a cache line.
+final class PaddedAtomic: Sendable {
+    let value = Atomic<Int>(0)
+    private let padding: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) =
+        (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+}
 
 /// HTTP metrics, sharded per event loop so recording a request takes an uncontended lock; `/metrics`
 /// merges the shards.
@@ -24,9 +44,12 @@ public final class HTTPMetrics: Sendable {
         var latency: [String: Histogram] = [:]
     }
 
-    /// Mutex is not copyable, so each shard lives in a box of its own.
+    /// Mutex is not copyable, so each shard lives in a box of its own, padded so that two loops' shards never
+    /// share a cache line.
     final class ShardBox: Sendable {
         let mutex = Mutex(Shard())
+        private let padding: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
     }
 
     private let shards: [ShardBox]

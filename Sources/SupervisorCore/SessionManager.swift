@@ -76,7 +76,7 @@ final class SessionManager: @unchecked Sendable {
     let counters = Mutex<Counters>(Counters())
 
     /// Heartbeats received (an atomic: the hot path takes no lock for it).
-    let heartbeats = Atomic<Int>(0)
+    let heartbeats = StripedCounter()
 
     /// The live records, and when each one's activity was last written (one lock for both: a heartbeat
     /// takes it once).
@@ -384,7 +384,7 @@ final class SessionManager: @unchecked Sendable {
             if !caller.mayActOn(ownerType: r.ownerType, ownerID: r.ownerID) { return .forbidden }
             return .ended(r.status)
         }
-        if case .alive = result { heartbeats.add(1, ordering: .relaxed) }
+        if case .alive = result { heartbeats.add(1) }
         if let toWrite { store.write([.putSession(toWrite)]) { _ in } }
         return result
     }
@@ -656,7 +656,7 @@ extension SessionManager {
         out += "# HELP chimerax_supervisor_sessions_created_total Sessions started.\n# TYPE chimerax_supervisor_sessions_created_total counter\n"
         out += "chimerax_supervisor_sessions_created_total \(c.created)\n"
         out += "# HELP chimerax_supervisor_heartbeats_total Heartbeats received.\n# TYPE chimerax_supervisor_heartbeats_total counter\n"
-        out += "chimerax_supervisor_heartbeats_total \(heartbeats.load(ordering: .relaxed))\n"
+        out += "chimerax_supervisor_heartbeats_total \(heartbeats.value)\n"
         out += "# HELP chimerax_supervisor_commands_total ChimeraX commands of users, by result.\n# TYPE chimerax_supervisor_commands_total counter\n"
         for r in ["ok", "error", "refused", "timeout", "busy", "failed"] {
             out += "chimerax_supervisor_commands_total{result=\"\(r)\"} \(c.commands[r] ?? 0)\n"

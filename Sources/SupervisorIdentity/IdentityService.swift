@@ -59,9 +59,17 @@ public final class SignedIn: Sendable {
 /// Recently authenticated tokens, valid while the store's identity generation has not moved (any change of a
 /// user or device session clears it, before the change can be read). Bounded: cleared when full.
 struct TokenCache {
-    static let capacity = 4096
+    static let capacity = 1024
     var generation: UInt64 = .max
     var entries: [TokenKey: SignedIn] = [:]
+}
+
+/// One stripe of the token cache per thread stripe (each event loop its own), padded apart: one shared lock
+/// was a cache line bounced between the loops' cores on every request.
+final class TokenCacheStripe: Sendable {
+    let cache = Mutex(TokenCache())
+    private let padding: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) =
+        (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 }
 
 /// Users, logins and device sessions, anonymous browser identities and quotas, kept in the durable store.
@@ -79,7 +87,7 @@ public final class IdentityService: Sendable {
     private let userWrites = Mutex<Void>(())
     /// Serialises read-modify-write of anonymous usage counters.
     private let anonymousWrites = Mutex<Void>(())
-    private let tokenCache = Mutex(TokenCache())
+    private let tokenCaches: [TokenCacheStripe] = (0..<8).map { _ in TokenCacheStripe() }
 
     /// `clock` gives milliseconds since the epoch (tests inject their own).
     public init(store: Store, settings: IdentitySettings = IdentitySettings(), clock: @escaping @Sendable () -> Int64 = IdentityService.wallClock) {
@@ -217,7 +225,8 @@ public final class IdentityService: Sendable {
         let key = TokenKey(hash)
         let t = now
         let generation = store.identityGeneration
-        var found = tokenCache.withLock { c -> SignedIn? in
+        let stripe = tokenCaches[Int(cshim_thread_slot()) & 7]
+        var found = stripe.cache.withLock { c -> SignedIn? in
             if c.generation != generation {
                 c.entries.removeAll(keepingCapacity: true)
                 c.generation = generation
@@ -228,7 +237,7 @@ public final class IdentityService: Sendable {
         if found == nil {
             guard let (session, user) = store.deviceSessionAndUser(token: key) else { return nil }
             let s = SignedIn(user: user, device: session)
-            tokenCache.withLock { c in
+            stripe.cache.withLock { c in
                 guard c.generation == generation else { return }
                 if c.entries.count >= TokenCache.capacity { c.entries.removeAll(keepingCapacity: true) }
                 c.entries[key] = s

@@ -70,6 +70,23 @@ struct ListenerTests {
         #expect(!c.closedByPeer)
     }
 
+    @Test func requestsFollowedByAHalfCloseAreStillAnswered() throws {
+        // Answers are written at the end of the loop's turn; a client that sends its requests and shuts its
+        // side in the same moment must still get every one of them, then the close.
+        let d = try DaemonProcess()
+        for n in [1, 3] {
+            let c = try RawClient(port: d.port)
+            try c.send(String(repeating: "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", count: n))
+            shutdown(c.fd, Int32(SHUT_WR))
+            for i in 0..<n {
+                let r = try #require(c.readResponse(), "answer \(i + 1) of \(n)")
+                #expect(r.status == 200)
+            }
+            #expect(c.readResponse(timeout: 5) == nil)
+            #expect(c.closedByPeer)
+        }
+    }
+
     @Test func smugglingShapesAre400AndClose() throws {
         let d = try DaemonProcess()
         let shapes = [

@@ -44,6 +44,7 @@ ssize_t cshim_send(int fd, const void *buf, size_t len);
 int cshim_cpu_count(void);
 /// The calling thread's kernel id.
 int cshim_gettid(void);
+int cshim_thread_slot(void);
 
 /// An unnamed temporary file in `dir` (O_TMPFILE | O_RDWR | O_CLOEXEC, mode 0600).
 int cshim_open_tmpfile(const char *dir);
