@@ -46,7 +46,7 @@ final class Connection: EventHandler, TimerTarget, DeferredWriter {
     // The request in progress.
     private var head: RequestHead?
     private var route: Route?
-    private var params: [String: String] = [:]
+    private var params: PathParameters = [:]
     private var body: BodyAccumulator
     private var bodyLimit = 0
     private var requestID = ""

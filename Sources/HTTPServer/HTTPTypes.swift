@@ -59,12 +59,23 @@ func asciiCaseInsensitiveEquals(_ a: String, _ b: String) -> Bool {
     let ua = a.utf8
     let ub = b.utf8
     guard ua.count == ub.count else { return false }
-    for (x, y) in zip(ua, ub) where x != y {
-        let lx = (x >= 65 && x <= 90) ? x | 0x20 : x
-        let ly = (y >= 65 && y <= 90) ? y | 0x20 : y
-        if lx != ly { return false }
-    }
+    // Byte by byte over the contiguous storage (native strings always have it); iterators otherwise.
+    if let r = ua.withContiguousStorageIfAvailable({ pa in
+        ub.withContiguousStorageIfAvailable { pb in
+            for i in 0..<pa.count where !asciiCaseInsensitiveEqual(pa[i], pb[i]) { return false }
+            return true
+        }
+    }), let r { return r }
+    for (x, y) in zip(ua, ub) where !asciiCaseInsensitiveEqual(x, y) { return false }
     return true
+}
+
+@inline(__always)
+func asciiCaseInsensitiveEqual(_ x: UInt8, _ y: UInt8) -> Bool {
+    if x == y { return true }
+    let lx = (x >= 65 && x <= 90) ? x | 0x20 : x
+    let ly = (y >= 65 && y <= 90) ? y | 0x20 : y
+    return lx == ly
 }
 
 /// Who is on the other end of a connection.

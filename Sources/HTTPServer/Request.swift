@@ -6,7 +6,7 @@ public struct Request: Sendable {
     /// Which listener it arrived on (`"tcp"` or `"unix"`), for policies that differ by transport.
     public let listener: String
     /// Path parameters from the route pattern (`{id}` → `params["id"]`), percent-decoded.
-    public var params: [String: String] = [:]
+    public var params: PathParameters = [:]
     /// The route pattern that matched (`/api/sessions/{id}`), or nil.
     public var route: String?
     /// The request id: the client's `X-Request-ID` when sane, else one generated here.
@@ -30,6 +30,39 @@ public struct Request: Sendable {
     /// The first value of a query parameter.
     public func query(_ name: String) -> String? {
         queryItems.first { $0.name == name }?.value
+    }
+}
+
+/// Path parameters by name. Routes have one or two, kept inline: a dictionary cost an allocation and two
+/// hashes per request.
+public struct PathParameters: Sendable, ExpressibleByDictionaryLiteral {
+    private var first: (name: String, value: String)?
+    private var second: (name: String, value: String)?
+    private var more: [(name: String, value: String)] = []
+
+    public init(dictionaryLiteral elements: (String, String)...) {
+        for (n, v) in elements { self[n] = v }
+    }
+
+    public subscript(name: String) -> String? {
+        get {
+            if let f = first, f.name == name { return f.value }
+            if let s = second, s.name == name { return s.value }
+            return more.first { $0.name == name }?.value
+        }
+        set {
+            more.removeAll { $0.name == name }
+            if first?.name == name { first = nil }
+            if second?.name == name { second = nil }
+            guard let newValue else { return }
+            if first == nil {
+                first = (name, newValue)
+            } else if second == nil {
+                second = (name, newValue)
+            } else {
+                more.append((name, newValue))
+            }
+        }
     }
 }
 

@@ -56,7 +56,7 @@ public final class Route: Sendable {
 
 /// What the router made of a method and path.
 public enum RouteResolution: Sendable {
-    case matched(Route, [String: String])
+    case matched(Route, PathParameters)
     /// The path exists, the method does not: answer 405 with these methods in `Allow`.
     case methodNotAllowed([String])
     case notFound
@@ -162,8 +162,8 @@ public struct Router: Sendable {
     }
 
     /// The percent-decoded parameters of a matching path.
-    private static func parameters(_ segments: [Route.Segment], _ parts: [Substring]) -> [String: String] {
-        var params: [String: String] = [:]
+    private static func parameters(_ segments: [Route.Segment], _ parts: [Substring]) -> PathParameters {
+        var params: PathParameters = [:]
         for (s, p) in zip(segments, parts) {
             if case .parameter(let name) = s {
                 params[name] = p.utf8.contains(UInt8(ascii: "%")) ? QueryString.decode(p, plusIsSpace: false) : String(p)
