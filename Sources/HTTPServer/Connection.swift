@@ -133,13 +133,10 @@ final class Connection: EventHandler, TimerTarget, DeferredWriter {
         process()
         if phase == .closed { return }
         if peerClosed {
-            // Nothing more will come. Finish a request being handled, or answers still waiting to be written
-            // (defensive: the end of input is seen in a later turn than the requests, after their answers went
-            // out); otherwise there is nothing to answer.
-            if phase == .waitingHead && (outIndex < out.count || writeQueued) { phase = .closing }
+            // Nothing more will come: stop reading. What was read is still answered, in order (pipelined
+            // requests too); `process` closes once nothing is left. A request cut short cannot be answered.
             switch phase {
-            case .handling, .closing:
-                closeAfterResponse = true
+            case .handling, .closing, .waitingHead:
                 setEvents(events & ~(CSHIM_EPOLLIN | CSHIM_EPOLLRDHUP))
             default:
                 close()
@@ -173,6 +170,9 @@ final class Connection: EventHandler, TimerTarget, DeferredWriter {
             }
         }
         switch phase {
+        case .waitingHead where peerClosed:
+            // The client's input has ended: close once everything read has been answered and written.
+            if outIndex == out.count && !writeQueued && !readPaused { close() }
         case .waitingHead:
             if decoder.bufferedCount > 0 {
                 if !headStarted {
@@ -481,6 +481,8 @@ final class Connection: EventHandler, TimerTarget, DeferredWriter {
             startLinger()
         } else if readPaused && phase != .handling {
             resumeReading()
+        } else if phase == .waitingHead && peerClosed {
+            process()
         } else if phase == .waitingHead && decoder.bufferedCount == 0 {
             setDeadline(server.draining ? 0.001 : server.configuration.keepAliveTimeout, .keepAlive)
         }

@@ -108,7 +108,7 @@ public final class Daemon {
             }
         }
 
-        let state = DaemonState(configuration: c, logger: logger, shards: c.eventLoops, store: store)
+        let state = DaemonState(configuration: c, logger: logger, store: store)
         var router = Router()
         OperationalRoutes(state: state).register(on: &router)
         IdentityRoutes(state: state).register(on: &router)
@@ -276,7 +276,7 @@ struct Observer: HTTPServerObserver {
     let state: DaemonState
 
     func requestCompleted(loop: Int, route: String?, method: HTTPMethod, status: Int, nanos: UInt64) {
-        state.metrics.record(loop: loop, route: route, method: method, status: status, nanos: nanos)
+        state.metrics.record(route: route, method: method, status: status, nanos: nanos)
     }
 
     func log(_ level: LogLevel, _ message: String, _ fields: [String: String]) {

@@ -41,7 +41,7 @@ public final class DaemonState: Sendable {
         endSessionsOf.withLock { $0 }?(ownerType, ownerID, reason) ?? 0
     }
 
-    init(configuration: Configuration, logger: Logger, shards: Int, store: Store) {
+    init(configuration: Configuration, logger: Logger, store: Store) {
         self.store = store
         var settings = IdentitySettings()
         settings.sessionCreation = QuotaPolicy(name: "session_creation", limit: configuration.sessionQuota, window: 3600)
@@ -49,7 +49,7 @@ public final class DaemonState: Sendable {
         identity = IdentityService(store: store, settings: settings)
         config = Mutex(configuration)
         self.logger = logger
-        metrics = HTTPMetrics(shards: shards)
+        metrics = HTTPMetrics()
         callerPolicy = CallerPolicy(daemonUID: getuid(), socketGID: configuration.socketGID)
     }
 

@@ -1,28 +1,24 @@
-import CShim
 import HTTPServer
+import SupervisorStore
 import Synchronization
 
-/// A counter that several threads add to: one slot per thread stripe (the event loops each get their own),
-/// summed when read. A single atomic bounced between the loops' cores on every heartbeat.
+/// A counter that several threads add to, striped (see `Striped`) and summed when read.
 public final class StripedCounter: Sendable {
-    private let slots: [PaddedAtomic] = (0..<8).map { _ in PaddedAtomic() }
+    private let stripes = Striped { 0 }
 
     public init() {}
 
-    public func add(_ n: Int) { slots[Int(cshim_thread_slot()) & 7].value.wrappingAdd(n, ordering: .relaxed) }
+    public func add(_ n: Int) { stripes.withLock { $0 += n } }
 
-    public var value: Int { slots.reduce(0) { $0 + $1.value.load(ordering: .relaxed) } }
+    public var value: Int {
+        var sum = 0
+        stripes.forEach { sum += $0 }
+        return sum
+    }
 }
 
-/// An atomic at the start of an object of 128 bytes or more, so that no two of them share a cache line.
-final class PaddedAtomic: Sendable {
-    let value = Atomic<Int>(0)
-    private let padding: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) =
-        (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-}
-
-/// HTTP metrics, sharded per event loop so recording a request takes an uncontended lock; `/metrics`
-/// merges the shards.
+/// HTTP metrics, striped per thread (each event loop records into its own shard under an uncontended lock);
+/// `/metrics` merges the shards.
 public final class HTTPMetrics: Sendable {
     /// Latency histogram bounds in seconds.
     public static let buckets: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
@@ -44,24 +40,16 @@ public final class HTTPMetrics: Sendable {
         var latency: [String: Histogram] = [:]
     }
 
-    /// Mutex is not copyable, so each shard lives in a box of its own, padded so that two loops' shards never
-    /// share a cache line.
-    final class ShardBox: Sendable {
-        let mutex = Mutex(Shard())
-        private let padding: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) =
-            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    private let shards: Striped<Shard>
+
+    public init() {
+        shards = Striped { Shard() }
     }
 
-    private let shards: [ShardBox]
-
-    public init(shards: Int) {
-        self.shards = (0..<max(1, shards)).map { _ in ShardBox() }
-    }
-
-    public func record(loop: Int, route: String?, method: HTTPMethod, status: Int, nanos: UInt64) {
+    public func record(route: String?, method: HTTPMethod, status: Int, nanos: UInt64) {
         let r = route ?? "unmatched"
         let seconds = Double(nanos) / 1e9
-        shards[loop % shards.count].mutex.withLock { s in
+        shards.withLock { s in
             s.requests[Key(route: r, method: method.rawValue, status: status), default: 0] += 1
             // In place: a copy of the histogram would copy its counts (an allocation per request).
             HTTPMetrics.observe(&s.latency[r, default: Histogram()], seconds)
@@ -78,16 +66,14 @@ public final class HTTPMetrics: Sendable {
     public func render(into out: inout String) {
         var requests: [Key: UInt64] = [:]
         var latency: [String: Histogram] = [:]
-        for shard in shards {
-            shard.mutex.withLock { s in
-                for (k, v) in s.requests { requests[k, default: 0] += v }
-                for (k, h) in s.latency {
-                    var m = latency[k] ?? Histogram()
-                    for i in 0..<h.counts.count { m.counts[i] += h.counts[i] }
-                    m.sum += h.sum
-                    m.count += h.count
-                    latency[k] = m
-                }
+        shards.forEach { s in
+            for (k, v) in s.requests { requests[k, default: 0] += v }
+            for (k, h) in s.latency {
+                var m = latency[k] ?? Histogram()
+                for i in 0..<h.counts.count { m.counts[i] += h.counts[i] }
+                m.sum += h.sum
+                m.count += h.count
+                latency[k] = m
             }
         }
         out += "# HELP chimerax_supervisor_http_requests_total HTTP requests answered, by route pattern, method and status.\n"

@@ -64,14 +64,6 @@ struct TokenCache {
     var entries: [TokenKey: SignedIn] = [:]
 }
 
-/// One stripe of the token cache per thread stripe (each event loop its own), padded apart: one shared lock
-/// was a cache line bounced between the loops' cores on every request.
-final class TokenCacheStripe: Sendable {
-    let cache = Mutex(TokenCache())
-    private let padding: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) =
-        (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-}
-
 /// Users, logins and device sessions, anonymous browser identities and quotas, kept in the durable store.
 ///
 /// Operations that write block until the store has the change on disk: call them off the event loops.
@@ -87,7 +79,8 @@ public final class IdentityService: Sendable {
     private let userWrites = Mutex<Void>(())
     /// Serialises read-modify-write of anonymous usage counters.
     private let anonymousWrites = Mutex<Void>(())
-    private let tokenCaches: [TokenCacheStripe] = (0..<8).map { _ in TokenCacheStripe() }
+    /// Striped per thread: one shared lock was a cache line bounced between the loops on every request.
+    private let tokenCache = Striped { TokenCache() }
 
     /// `clock` gives milliseconds since the epoch (tests inject their own).
     public init(store: Store, settings: IdentitySettings = IdentitySettings(), clock: @escaping @Sendable () -> Int64 = IdentityService.wallClock) {
@@ -225,8 +218,7 @@ public final class IdentityService: Sendable {
         let key = TokenKey(hash)
         let t = now
         let generation = store.identityGeneration
-        let stripe = tokenCaches[Int(cshim_thread_slot()) & 7]
-        var found = stripe.cache.withLock { c -> SignedIn? in
+        var found = tokenCache.withLock { c -> SignedIn? in
             if c.generation != generation {
                 c.entries.removeAll(keepingCapacity: true)
                 c.generation = generation
@@ -237,7 +229,7 @@ public final class IdentityService: Sendable {
         if found == nil {
             guard let (session, user) = store.deviceSessionAndUser(token: key) else { return nil }
             let s = SignedIn(user: user, device: session)
-            stripe.cache.withLock { c in
+            tokenCache.withLock { c in
                 guard c.generation == generation else { return }
                 if c.entries.count >= TokenCache.capacity { c.entries.removeAll(keepingCapacity: true) }
                 c.entries[key] = s

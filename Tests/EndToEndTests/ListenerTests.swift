@@ -72,11 +72,18 @@ struct ListenerTests {
 
     @Test func requestsFollowedByAHalfCloseAreStillAnswered() throws {
         // Answers are written at the end of the loop's turn; a client that sends its requests and shuts its
-        // side in the same moment must still get every one of them, then the close.
+        // side in the same moment must still get every one of them, then the close. The last batch is exactly
+        // one read of the server (64 KiB), so the server's next read in the same turn sees the end of input
+        // while the answers are still unwritten.
         let d = try DaemonProcess()
-        for n in [1, 3] {
+        let plain = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        let fill = 64 * 1024 / plain.utf8.count - 1
+        let rest = 64 * 1024 - fill * plain.utf8.count
+        let padded = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + String(repeating: "p", count: rest - plain.utf8.count - 9) + "\r\n\r\n"
+        for (n, text) in [(1, plain), (3, String(repeating: plain, count: 3)), (fill + 1, String(repeating: plain, count: fill) + padded)] {
+            #expect(n == 1 || n == 3 || text.utf8.count == 64 * 1024)
             let c = try RawClient(port: d.port)
-            try c.send(String(repeating: "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", count: n))
+            try c.send(text)
             shutdown(c.fd, Int32(SHUT_WR))
             for i in 0..<n {
                 let r = try #require(c.readResponse(), "answer \(i + 1) of \(n)")
