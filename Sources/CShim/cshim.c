@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <fcntl.h>
@@ -166,88 +167,122 @@ int cshim_spawn(pid_t *pid, const char *path, char *const argv[], char *const en
     return rc;
 }
 
-/* The child side of cshim_spawn_session: only system calls between fork and exec (the parent has threads).
-   Reports an errno through `report` (close-on-exec: a successful exec closes it with nothing written). */
-static void session_child(int report, const char *path, char *const argv[], char *const envp[], const char *cwd,
-                          int in_fd, int out_fd, int err_fd, int new_netns) {
+/* What the child of cshim_spawn_session needs; `error` is how it reports a failure before exec (the memory
+   is shared until the exec). */
+struct session_spawn {
+    const char *path;
+    char *const *argv;
+    char *const *envp;
+    const char *cwd;
+    int in_fd, out_fd, err_fd, netns_fd;
+    volatile int error;
+};
+
+/* The child side of cshim_spawn_session. It runs in the parent's memory (CLONE_VM, the parent thread
+   suspended until the exec, as posix_spawn does), on its own stack, with every signal blocked: so only
+   system calls here, no allocation, no locks, and nothing written but `error` (and errno, which is the
+   suspended thread's). */
+static int session_child(void *arg) {
+    struct session_spawn *s = arg;
     int e = 0;
     struct sigaction dfl;
     memset(&dfl, 0, sizeof dfl);
     dfl.sa_handler = SIG_DFL;
-    for (int s = 1; s < NSIG; s++) sigaction(s, &dfl, NULL);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
+    /* The handler table is the child's own copy (no CLONE_SIGHAND): a daemon handler must not run here. */
+    for (int sig = 1; sig < NSIG; sig++) sigaction(sig, &dfl, NULL);
     if (setpgid(0, 0) != 0) { e = errno; goto fail; }
     /* Capabilities the daemon was given (CAP_SYS_ADMIN, for the namespaces) do not pass to ChimeraX. */
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-    if (new_netns && unshare(CLONE_NEWNET) != 0) { e = errno; goto fail; }
-    if (new_netns) {
-        int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        if (s < 0) { e = errno; goto fail; }
-        struct ifreq ifr;
-        memset(&ifr, 0, sizeof ifr);
-        strcpy(ifr.ifr_name, "lo");
-        if (ioctl(s, SIOCGIFFLAGS, &ifr) != 0) { e = errno; close(s); goto fail; }
-        ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
-        if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0) { e = errno; close(s); goto fail; }
-        close(s);
-    }
-    if (in_fd >= 0 && dup2(in_fd, 0) < 0) { e = errno; goto fail; }
-    if (out_fd >= 0 && dup2(out_fd, 1) < 0) { e = errno; goto fail; }
-    if (err_fd >= 0 && dup2(err_fd, 2) < 0) { e = errno; goto fail; }
-    if (cwd && chdir(cwd) != 0) { e = errno; goto fail; }
-    /* Every other descriptor closes at exec (the report pipe included). */
+    if (s->netns_fd >= 0 && setns(s->netns_fd, CLONE_NEWNET) != 0) { e = errno; goto fail; }
+    if (s->in_fd >= 0 && dup2(s->in_fd, 0) < 0) { e = errno; goto fail; }
+    if (s->out_fd >= 0 && dup2(s->out_fd, 1) < 0) { e = errno; goto fail; }
+    if (s->err_fd >= 0 && dup2(s->err_fd, 2) < 0) { e = errno; goto fail; }
+    if (s->cwd && chdir(s->cwd) != 0) { e = errno; goto fail; }
+    /* Every other descriptor closes at exec. */
     if (syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */) != 0) {
-        for (int fd = 3; fd < 65536; fd++) if (fd != report) fcntl(fd, F_SETFD, FD_CLOEXEC);
+        for (int fd = 3; fd < 65536; fd++) fcntl(fd, F_SETFD, FD_CLOEXEC);
     }
-    execve(path, argv, envp);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execve(s->path, s->argv, s->envp);
     e = errno;
 fail:
-    (void)!write(report, &e, sizeof e);
+    s->error = e ? e : ECHILD;
     _exit(127);
 }
 
 int cshim_spawn_session(pid_t *pid, const char *path, char *const argv[], char *const envp[], const char *cwd,
-                        int in_fd, int out_fd, int err_fd, int new_netns) {
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) != 0) return errno;
-    pid_t c = fork();
-    if (c < 0) {
-        int e = errno;
-        close(p[0]);
-        close(p[1]);
-        return e;
-    }
-    if (c == 0) {
-        close(p[0]);
-        session_child(p[1], path, argv, envp, cwd, in_fd, out_fd, err_fd, new_netns);
-    }
-    close(p[1]);
-    int e = 0;
-    ssize_t n;
-    do { n = read(p[0], &e, sizeof e); } while (n < 0 && errno == EINTR);
-    close(p[0]);
-    if (n == (ssize_t)sizeof e && e != 0) {
+                        int in_fd, int out_fd, int err_fd, int netns_fd) {
+    /* clone(CLONE_VM | CLONE_VFORK) rather than fork: no copy of the daemon's page tables, and clone
+       returns once the child has exec'd (or failed). A fork cost about a millisecond more per session
+       start, most of it copying and then tearing down the daemon's address space. */
+    const size_t stack_size = 64 << 10;
+    char *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) return errno;
+    struct session_spawn s = {path, argv, envp, cwd, in_fd, out_fd, err_fd, netns_fd, 0};
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    pid_t c = clone(session_child, stack + stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, &s);
+    int e = c < 0 ? errno : 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    munmap(stack, stack_size);
+    if (c < 0) return e;
+    if (s.error != 0) {
         int st;
         while (waitpid(c, &st, 0) < 0 && errno == EINTR) {}
-        return e;
+        return s.error;
     }
     *pid = c;
     return 0;
 }
 
+/* On a short-lived thread (network namespaces are per thread): a new namespace, its loopback up, held by
+   the descriptor returned; the thread ends, so no thread of the daemon stays in it. */
+static void *netns_create_thread(void *arg) {
+    int *result = arg;
+    if (unshare(CLONE_NEWNET) != 0) {
+        *result = -errno;
+        return NULL;
+    }
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) {
+        *result = -errno;
+        return NULL;
+    }
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strcpy(ifr.ifr_name, "lo");
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) != 0) goto fail;
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) != 0) goto fail;
+    close(s);
+    int fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    *result = fd >= 0 ? fd : -errno;
+    return NULL;
+fail:
+    *result = -errno;
+    close(s);
+    return NULL;
+}
+
+int cshim_netns_create(void) {
+    int result = -EINVAL;
+    pthread_t t;
+    int rc = pthread_create(&t, NULL, netns_create_thread, &result);
+    if (rc != 0) return -rc;
+    pthread_join(t, NULL);
+    return result;
+}
+
 int cshim_set_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 ? 0 : -errno; }
 
 int cshim_netns_available(void) {
-    pid_t c = fork();
-    if (c < 0) return 0;
-    if (c == 0) _exit(unshare(CLONE_NEWNET) == 0 ? 0 : 1);
-    int st = 0;
-    while (waitpid(c, &st, 0) < 0) {
-        if (errno != EINTR) return 0;
-    }
-    return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+    int fd = cshim_netns_create();
+    if (fd < 0) return 0;
+    close(fd);
+    return 1;
 }
 
 struct netns_socket_job {

@@ -54,8 +54,9 @@ final class SessionManager: @unchecked Sendable {
         var usage = TreeUsage()
         var tracked: [pid_t: UInt64] = [:]
     }
-    /// Each ChimeraX in a network namespace of its own (--rest-isolation).
-    let isolateNetwork: Bool
+    /// Each ChimeraX in a network namespace of its own (--rest-isolation): they come from this pool, which
+    /// keeps two made ahead so that a start does not wait for the kernel to build one. Nil: no isolation.
+    let namespaces: NetworkNamespacePool?
 
     /// The last command policy built, with the allow-list it was built from.
     let policyCache = Mutex<(allow: [String]?, policy: CommandPolicy)?>(nil)
@@ -117,7 +118,8 @@ final class SessionManager: @unchecked Sendable {
         self.logger = logger
         self.configuration = configuration
         let isolation = configuration().restIsolation
-        isolateNetwork = isolation == "netns" || (isolation == "auto" && NetworkNamespace.available)
+        let isolate = isolation == "netns" || (isolation == "auto" && NetworkNamespace.available)
+        namespaces = isolate ? NetworkNamespacePool(spares: 2) : nil
         reactor = try Reactor()
         // Orphans of ChimeraX's descendants (a grandchild that double-forked away) become the daemon's
         // children instead of init's: the sampler attributes them to their session (by the environment
@@ -295,45 +297,57 @@ final class SessionManager: @unchecked Sendable {
         }
         if let refusal { throw refusal }
         events.open(id)
-        do {
-            for d in [c.workDir, dir, dir + "/home", dir + "/start", dir + "/tmp"] {
-                if mkdir(d, 0o700) != 0 && errno != EEXIST { throw SessionError.spawn("cannot create \(d): \(String(cString: strerror(errno)))") }
-            }
-            if let u = upload, rename(u.path, dir + "/" + u.storedName) != 0 {
-                throw SessionError.spawn("cannot move the upload into place: \(String(cString: strerror(errno)))")
-            }
-            try store.write([.putSession(rec)])
-        } catch let e as SessionError {
-            live.withLock { $0[id] = nil }
-            events.close(id)
-            removeDirectory(dir)
-            throw e
-        } catch {
-            live.withLock { $0[id] = nil }
-            events.close(id)
-            removeDirectory(dir)
-            throw .storage(error as? StoreError ?? StoreError(.unavailable, "\(error)"))
+        var failure: SessionError?
+        for d in [c.workDir, dir, dir + "/home", dir + "/start", dir + "/tmp"] where failure == nil {
+            if mkdir(d, 0o700) != 0 && errno != EEXIST { failure = .spawn("cannot create \(d): \(String(cString: strerror(errno)))") }
         }
+        if failure == nil, let u = upload, rename(u.path, dir + "/" + u.storedName) != 0 {
+            failure = .spawn("cannot move the upload into place: \(String(cString: strerror(errno)))")
+        }
+        if let failure {
+            live.withLock { $0[id] = nil }
+            events.close(id)
+            removeDirectory(dir)
+            throw failure
+        }
+        // The record is made durable while ChimeraX starts (the fsync is not on the way to ready), and the
+        // 201 waits for both: a session is answered only once its record would survive a crash.
+        let recorded = PendingWrite()
+        store.write([.putSession(rec)], completion: recorded.finish)
         var env = ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": dir + "/home", "CHIMERAX_START": dir + "/start", "TMPDIR": dir + "/tmp",
                    "LANG": "C.UTF-8", SessionManager.sessionMarker: id]
         // The stand-in's settings pass through (tests, development); nothing else of the daemon's environment.
         for (k, v) in ProcessInfo.processInfo.environment where k.hasPrefix("CHIMERAX_STANDIN_") { env[k] = v }
         let process: ChimeraXProcess
         do {
+            var network: NetworkNamespace?
+            if let namespaces {
+                network = namespaces.take()
+                if network == nil { throw ChimeraXProcess.SpawnError(errno: errno, what: "create a network namespace") }
+            }
             process = try ChimeraXProcess(executable: chimerax, arguments: ["--nogui", "--offscreen", "--cmd", "remotecontrol rest start port 0 json true"],
-                                          environment: env, directory: dir, isolateNetwork: isolateNetwork, reactor: reactor)
+                                          environment: env, directory: dir, network: network, reactor: reactor)
         } catch {
+            live.withLock { $0[id] = nil }
+            events.close(id)
+            removeDirectory(dir)
+            if let e = recorded.wait() { throw .storage(e) }
             rec.status = "failed"
             rec.terminationReason = "crashed"
             rec.endedAt = SessionManager.now()
-            live.withLock { $0[id] = nil }
-            events.close(id)
             try? store.write([.putSession(rec)])
-            removeDirectory(dir)
             throw .spawn("\(error)")
         }
-        rec.pid = Int(process.pid)
         spawning.withLock { _ = $0.insert(process.pid) }
+        if let e = recorded.wait() {
+            process.killAndReap()
+            spawning.withLock { _ = $0.remove(process.pid) }
+            live.withLock { $0[id] = nil }
+            events.close(id)
+            removeDirectory(dir)
+            throw .storage(e)
+        }
+        rec.pid = Int(process.pid)
         // The process backend's limits. --memory-max bounds resident memory, as memory.max does in a cgroup:
         // the accounting kills a tree over it (`out_of_memory`). RLIMIT_AS only stops a runaway between two
         // samples: address space is much larger than resident memory for Python, threads and mapped
@@ -359,6 +373,24 @@ final class SessionManager: @unchecked Sendable {
         counters.withLock { $0.created += 1 }
         logger.notice("session starting", [("SESSION_ID", id), ("owner", ownerKey), ("pid", "\(process.pid)")])
         return rec
+    }
+
+    /// A store write being made durable, waited for later on the same thread.
+    private final class PendingWrite: Sendable {
+        private let done = DispatchSemaphore(value: 0)
+        private let result = Mutex<StoreError?>(nil)
+
+        func finish(_ e: StoreError?) {
+            result.withLock { $0 = e }
+            done.signal()
+        }
+
+        /// Blocks until the write is durable (nil) or failed.
+        func wait() -> StoreError? {
+            done.wait()
+            done.signal()  // a second wait returns at once
+            return result.withLock { $0 }
+        }
     }
 
     enum HeartbeatResult {

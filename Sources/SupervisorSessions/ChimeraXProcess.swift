@@ -31,6 +31,10 @@ public final class ChimeraXProcess: @unchecked Sendable {
     public struct SpawnError: Error, CustomStringConvertible {
         public let errno: Int32
         public let what: String
+        public init(errno: Int32, what: String) {
+            self.errno = errno
+            self.what = what
+        }
         public var description: String { "\(what): \(String(cString: strerror(errno)))" }
     }
 
@@ -38,9 +42,9 @@ public final class ChimeraXProcess: @unchecked Sendable {
     /// through it), else nil.
     public let network: NetworkNamespace?
 
-    /// Starts `executable` with `arguments` in `directory`, environment exactly `environment`; with
-    /// `isolateNetwork`, in a network namespace of its own with only loopback.
-    public init(executable: String, arguments: [String], environment: [String: String], directory: String, isolateNetwork: Bool = false,
+    /// Starts `executable` with `arguments` in `directory`, environment exactly `environment`; with a
+    /// `network`, inside that namespace (a fresh one per session: see `NetworkNamespacePool`).
+    public init(executable: String, arguments: [String], environment: [String: String], directory: String, network: NetworkNamespace? = nil,
                 reactor: Reactor) throws {
         var inPipe: [Int32] = [0, 0], outPipe: [Int32] = [0, 0], errPipe: [Int32] = [0, 0]
         guard cshim_pipe(&inPipe, 0) == 0 else { throw SpawnError(errno: errno, what: "pipe") }
@@ -54,7 +58,7 @@ public final class ChimeraXProcess: @unchecked Sendable {
         }
         var p: pid_t = 0
         let rc = withSpawnVectors([executable] + arguments, environment) { a, e in
-            cshim_spawn_session(&p, executable, a, e, directory, inPipe[0], outPipe[1], errPipe[1], isolateNetwork ? 1 : 0)
+            cshim_spawn_session(&p, executable, a, e, directory, inPipe[0], outPipe[1], errPipe[1], network?.fd ?? -1)
         }
         // The child's ends are the child's now.
         close(inPipe[0])
@@ -67,20 +71,18 @@ public final class ChimeraXProcess: @unchecked Sendable {
             throw SpawnError(errno: rc, what: "spawn \(executable)")
         }
         let fd = cshim_pidfd_open(p)
-        // The namespace is held open for the session's life (it outlives the process while a request uses it).
-        let ns: NetworkNamespace? = isolateNetwork ? NetworkNamespace(pid: p) : nil
-        guard fd >= 0, !isolateNetwork || ns != nil else {
+        guard fd >= 0 else {
             let e = errno
-            if fd >= 0 { close(fd) }
             kill(p, SIGKILL)
             var st: Int32 = 0
             waitpid(p, &st, 0)
             [inPipe[1], outPipe[0], errPipe[0]].forEach { close($0) }
-            throw SpawnError(errno: e, what: fd >= 0 ? "open /proc/\(p)/ns/net" : "pidfd_open")
+            throw SpawnError(errno: e, what: "pidfd_open")
         }
         pid = p
         pidfd = fd
-        network = ns
+        // The namespace is held open for the session's life (it outlives the process while a request uses it).
+        self.network = network
         stdinFD = inPipe[1]
         stdoutFD = outPipe[0]
         stderrFD = errPipe[0]
@@ -145,6 +147,16 @@ public final class ChimeraXProcess: @unchecked Sendable {
         let e = r == 1 ? ProcessExit(code: code >= 0 ? code : nil, signal: sig > 0 ? sig : nil) : ProcessExit(code: nil, signal: nil)
         exit = e
         onExit?(e)
+    }
+
+    /// Before `attach` only (a start that is abandoned): kills the process group at once and reaps the process.
+    public func killAndReap() {
+        guard exit == nil else { return }
+        kill(-pid, SIGKILL)
+        var st: Int32 = 0
+        while waitpid(pid, &st, 0) < 0 && errno == EINTR {}
+        close(pidfd)
+        exit = ProcessExit(code: nil, signal: SIGKILL)
     }
 
     /// Closes stdin (ChimeraX ends at end of input). Part of stopping.

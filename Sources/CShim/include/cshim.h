@@ -70,13 +70,15 @@ int cshim_flock_exclusive(int fd);
 int cshim_pidfd_open(pid_t pid);
 
 /* Starts a ChimeraX: like cshim_spawn with a new process group, and the daemon's ambient capabilities
-   cleared; with `new_netns`, the child first moves into a new network namespace with only its loopback
-   interface, up. Returns 0 or an errno (the child's, if it failed before exec). */
+   cleared; with `netns_fd` >= 0, the child first moves into that network namespace (cshim_netns_create).
+   Returns 0 or an errno (the child's, if it failed before exec). */
 int cshim_spawn_session(pid_t *pid, const char *path, char *const argv[], char *const envp[], const char *cwd,
-                        int in_fd, int out_fd, int err_fd, int new_netns);
+                        int in_fd, int out_fd, int err_fd, int netns_fd);
+/* A new network namespace with only its loopback interface, up: a descriptor holding it, or -errno. */
+int cshim_netns_create(void);
 /* Makes this process the reaper of its descendants' orphans (PR_SET_CHILD_SUBREAPER); 0 or -errno. */
 int cshim_set_subreaper(void);
-/* 1 if this process may create network namespaces (a child tries), else 0. */
+/* 1 if this process may create network namespaces (it makes one and drops it), else 0. */
 int cshim_netns_available(void);
 /* A socket created inside the network namespace `nsfd` (on a short-lived thread, so no thread of the
    caller changes namespace); the descriptor or -errno. */
