@@ -214,8 +214,7 @@ public final class IdentityService: Sendable {
     /// The same for a token inside a header (hashed where it is: a copy cost an allocation per request).
     public func signIn(token: Substring) -> SignedIn? {
         guard token.utf8.count == 43 else { return nil }
-        let hash = SHA256.hash(token.utf8)
-        let key = TokenKey(hash)
+        let key = SHA256.key(token)
         let t = now
         let generation = store.identityGeneration
         var found = tokenCache.withLock { c -> SignedIn? in
@@ -236,7 +235,9 @@ public final class IdentityService: Sendable {
             }
             found = s
         }
-        guard let s = found, constantTimeEquals(s.device.tokenHash, hash), isLive(s.device, at: t) else { return nil }
+        guard let s = found, s.device.tokenHash.count == 32, TokenKey(s.device.tokenHash).constantTimeEquals(key), isLive(s.device, at: t) else {
+            return nil
+        }
         // Activity moves the idle expiry; written at most once per interval (a write per request would cost a
         // disk flush per request). After a crash, the idle clock is at most that much behind.
         if t - s.device.lastActivity >= settings.activityWriteInterval * 1000 {

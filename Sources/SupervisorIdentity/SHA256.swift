@@ -1,4 +1,5 @@
 import CShim
+import SupervisorStore
 
 /// SHA-256 (FIPS 180-4). Foundation on Linux has none; this one is tested against the NIST vectors.
 /// Used to store login tokens as hashes (every authenticated request hashes its token); passwords go
@@ -17,7 +18,7 @@ public struct SHA256: Sendable {
     private var buffer: [UInt8] = []
     private var length: UInt64 = 0
 
-    public init() { buffer.reserveCapacity(64) }
+    public init() {}
 
     /// For tests: the software compression even where the hardware one exists.
     init(software: Bool) {
@@ -39,6 +40,29 @@ public struct SHA256: Sendable {
     }
 
     private mutating func oneShot(_ input: UnsafeRawBufferPointer) -> [UInt8] {
+        compressAll(input)
+        return digest()
+    }
+
+    /// The digest of `text`'s UTF-8 as a `TokenKey` (its 32 bytes in order), with no array made: every
+    /// authenticated request hashes its token.
+    public static func key(_ text: Substring) -> TokenKey {
+        var t = text
+        return t.withUTF8 { b in
+            var s = SHA256()
+            s.compressAll(UnsafeRawBufferPointer(b))
+            var w: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+            withUnsafeMutableBytes(of: &w) { out in
+                withUnsafeBytes(of: s.h) { words in
+                    for i in 0..<8 { out.storeBytes(of: words.load(fromByteOffset: i * 4, as: UInt32.self).bigEndian, toByteOffset: i * 4, as: UInt32.self) }
+                }
+            }
+            return TokenKey(words: w)
+        }
+    }
+
+    /// Every block of `input` and the padding: `h` is then the digest.
+    private mutating func compressAll(_ input: UnsafeRawBufferPointer) {
         let whole = input.count / 64
         if whole > 0 { compress(input.baseAddress!, blocks: whole) }
         let rest = input.count - whole * 64
@@ -51,7 +75,6 @@ public struct SHA256: Sendable {
             for i in 0..<8 { tail[n - 1 - i] = UInt8(truncatingIfNeeded: bits >> (UInt64(i) * 8)) }
             compress(UnsafeRawPointer(tail.baseAddress!), blocks: n / 64)
         }
-        return digest()
     }
 
     private func digest() -> [UInt8] {

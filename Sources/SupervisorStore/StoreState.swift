@@ -42,6 +42,14 @@ public struct TokenKey: Hashable, Sendable {
         words = w
     }
 
+    /// The four words as they are (the 32 bytes in memory order).
+    public init(words: (UInt64, UInt64, UInt64, UInt64)) { self.words = words }
+
+    /// Equality that takes the same time wherever the keys differ (the last check of a presented token).
+    public func constantTimeEquals(_ other: TokenKey) -> Bool {
+        ((words.0 ^ other.words.0) | (words.1 ^ other.words.1) | (words.2 ^ other.words.2) | (words.3 ^ other.words.3)) == 0
+    }
+
     public static func == (a: TokenKey, b: TokenKey) -> Bool {
         a.words.0 == b.words.0 && a.words.1 == b.words.1 && a.words.2 == b.words.2 && a.words.3 == b.words.3
     }

@@ -1,5 +1,12 @@
+import SupervisorStore
 import Testing
 @testable import SupervisorIdentity
+
+/// `"0aff"` → `[0x0a, 0xff]`.
+private func hexBytes(_ hex: String) -> [UInt8] {
+    let u = Array(hex.utf8)
+    return stride(from: 0, to: u.count, by: 2).map { UInt8(String(decoding: u[$0..<$0 + 2], as: UTF8.self), radix: 16)! }
+}
 
 @Suite("SHA-256 and passwords")
 struct SHA256Tests {
@@ -26,6 +33,20 @@ struct SHA256Tests {
             let bytes = (0..<n).map { _ in UInt8.random(in: 0...255, using: &rng) }
             #expect(SHA256.hash(bytes) == SHA256.hash(bytes, software: true), "length \(n)")
         }
+    }
+
+    /// The digest as a token key (no array) holds the same 32 bytes as the array digest, at every length
+    /// around the block and padding boundaries, from a slice in the middle of a larger string too.
+    @Test func theTokenKeyDigestEqualsTheArrayDigest() {
+        for n in 0...130 {
+            let text = String((0..<n).map { Character(UnicodeScalar(UInt8(33 + ($0 * 7) % 90))) })
+            let framed = "Bearer " + text + "\r\n"
+            let inside = framed.dropFirst(7).prefix(n)
+            #expect(SHA256.key(inside) == TokenKey(SHA256.hash(text)), "length \(n)")
+            #expect(SHA256.key(inside).constantTimeEquals(TokenKey(SHA256.hash(text))))
+        }
+        #expect(!SHA256.key("abc").constantTimeEquals(SHA256.key("abd")))
+        #expect(SHA256.key("abc") == TokenKey(hexBytes("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")))
     }
 
     @Test func byteVectorsFromTheCAVPShortMessageSet() {
