@@ -1,16 +1,14 @@
-/// RFC 9110 §5.6.2 `tchar`.
-@usableFromInline
-let tcharTable: [Bool] = {
-    var t = [Bool](repeating: false, count: 256)
-    for c in UInt8(ascii: "0")...UInt8(ascii: "9") { t[Int(c)] = true }
-    for c in UInt8(ascii: "a")...UInt8(ascii: "z") { t[Int(c)] = true }
-    for c in UInt8(ascii: "A")...UInt8(ascii: "Z") { t[Int(c)] = true }
-    for c in "!#$%&'*+-.^_`|~".utf8 { t[Int(c)] = true }
-    return t
-}()
+/// RFC 9110 §5.6.2 `tchar` (DIGIT, ALPHA and ``!#$%&'*+-.^_`|~``) as bits: bytes 0–63, then 64–127. Constants,
+/// not a table: a global table is initialised lazily, and every header byte paid the check.
+let tcharLow: UInt64 = 0x03ff_6cfa_0000_0000
+let tcharHigh: UInt64 = 0x57ff_ffff_c7ff_fffe
 
 @inline(__always)
-func isTchar(_ b: UInt8) -> Bool { tcharTable[Int(b)] }
+func isTchar(_ b: UInt8) -> Bool {
+    if b < 64 { return (tcharLow >> UInt64(b)) & 1 == 1 }
+    if b < 128 { return (tcharHigh >> UInt64(b - 64)) & 1 == 1 }
+    return false
+}
 
 /// Parses `method SP request-target SP HTTP-version` (RFC 9112 §3).
 enum RequestLineParser {
@@ -47,7 +45,14 @@ enum RequestLineParser {
         }
         let path: String
         let query: String
-        if let q = target.utf8.firstIndex(of: UInt8(ascii: "?")) {
+        if first == UInt8(ascii: "/"), let q = targetBytes.firstIndex(of: UInt8(ascii: "?")) {
+            // The usual case, split where the bytes are (a search through the String's views cost more).
+            path = String(decoding: line[targetBytes.startIndex..<q], as: UTF8.self)
+            query = String(decoding: line[(q + 1)..<targetBytes.endIndex], as: UTF8.self)
+        } else if first == UInt8(ascii: "/") || first == UInt8(ascii: "*") {
+            path = target
+            query = ""
+        } else if let q = target.utf8.firstIndex(of: UInt8(ascii: "?")) {
             path = String(target[..<q])
             query = String(target[target.index(after: q)...])
         } else {

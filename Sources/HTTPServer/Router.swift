@@ -1,3 +1,5 @@
+import Glibc
+
 /// Answers a request, now or later, from any thread, exactly once.
 public typealias Handler = @Sendable (Request, Responder) -> Void
 
@@ -37,6 +39,10 @@ public final class Route: Sendable {
     public let handler: Handler
     public let doc: RouteDoc
     let literalCount: Int
+    /// Which of two matching routes wins: more literal segments, then ending in a literal.
+    let rank: Int
+    /// Each segment's bytes when literal, nil for a parameter (matched against the path's bytes in place).
+    let literalBytes: [[UInt8]?]
 
     init(method: HTTPMethod, pattern: String, segments: [Segment], bodyLimit: Int, handler: @escaping Handler, doc: RouteDoc) {
         self.method = method
@@ -45,7 +51,9 @@ public final class Route: Sendable {
         self.bodyLimit = bodyLimit
         self.handler = handler
         self.doc = doc
-        literalCount = segments.reduce(0) { if case .literal = $1 { $0 + 1 } else { $0 } }
+        literalBytes = segments.map { if case .literal(let l) = $0 { Array(l.utf8) } else { nil } }
+        literalCount = literalBytes.reduce(0) { $1 == nil ? $0 : $0 + 1 }
+        rank = literalCount * 2 + (literalBytes.last.map { $0 == nil ? 0 : 1 } ?? 1)
     }
 
     public enum Segment: Sendable, Equatable {
@@ -66,16 +74,12 @@ public enum RouteResolution: Sendable {
 /// the GET route when there is no HEAD route of its own.
 public struct Router: Sendable {
     public private(set) var routes: [Route] = []
-    /// Routes by segment count and last segment: those ending in a literal under that literal, those ending
-    /// in a parameter under nil. A path is matched only against routes that could match it.
-    private var byShape: [Shape: [Int]] = [:]
+    /// Routes by segment count: a path is matched only against routes with as many segments, byte by byte
+    /// over the path where it lies (no split into strings, no hashing: this runs for every request).
+    private var bySegmentCount: [[Route]] = []
 
-    private struct Shape: Hashable {
-        let count: Int
-        let last: Substring?
-    }
-    /// Routes without parameters by normalised path: most requests resolve with one hash lookup.
-    private var staticRoutes: [String: [Int]] = [:]
+    /// Paths with more segments than this match nothing (no route is that deep).
+    static let maxSegments = 32
 
     public init() {}
 
@@ -86,13 +90,11 @@ public struct Router: Sendable {
             return .literal(String(s))
         }
         precondition(!routes.contains { $0.method == method && $0.segments == segments }, "duplicate route \(method) \(pattern)")
-        routes.append(Route(method: method, pattern: pattern, segments: segments, bodyLimit: bodyLimit, handler: handler, doc: doc))
-        let last: Substring? = if case .literal(let l)? = segments.last { Substring(l) } else { nil }
-        byShape[Shape(count: segments.count, last: last), default: []].append(routes.count - 1)
-        if segments.allSatisfy({ if case .literal = $0 { true } else { false } }) {
-            staticRoutes["/" + segments.map { if case .literal(let l) = $0 { l } else { "" } }.joined(separator: "/"), default: []]
-                .append(routes.count - 1)
-        }
+        precondition(segments.count <= Router.maxSegments, "route \(pattern) is deeper than \(Router.maxSegments) segments")
+        let route = Route(method: method, pattern: pattern, segments: segments, bodyLimit: bodyLimit, handler: handler, doc: doc)
+        routes.append(route)
+        while bySegmentCount.count <= segments.count { bySegmentCount.append([]) }
+        bySegmentCount[segments.count].append(route)
     }
 
     /// Adds a route answered synchronously; a thrown `Problem` becomes its problem-details response.
@@ -110,83 +112,82 @@ public struct Router: Sendable {
     }
 
     public func resolve(method: HTTPMethod, path: String) -> RouteResolution {
-        // Fast path: a parameterless route with this exact method. A literal route wins over a pattern
-        // with a parameter in the same place, so the slow path below cannot disagree with it.
-        let trimmed = path.utf8.count > 1 && path.utf8.last == UInt8(ascii: "/") ? String(path.dropLast()) : path
-        if let candidates = staticRoutes[trimmed] {
-            for i in candidates where routes[i].method == method { return .matched(routes[i], [:]) }
-        }
-        let parts = Router.split(path)
-        let endingInLiteral = byShape[Shape(count: parts.count, last: parts.last)] ?? []
-        let endingInParameter = byShape[Shape(count: parts.count, last: nil)] ?? []
-        if endingInLiteral.isEmpty && endingInParameter.isEmpty { return .notFound }
-        var getMatch: Route?
-        var exact: Route?
-        var otherMethods = false
-        // Which routes match is decided without allocating; only the winner's parameters are decoded, and the
-        // methods for `Allow` are gathered only when none matched.
-        func consider(_ i: Int) {
-            let r = routes[i]
-            guard Router.matches(r.segments, parts) else { return }
-            if r.method == method {
-                // The most specific pattern (most literal segments) wins, whatever the order of registration.
-                if exact.map({ $0.literalCount < r.literalCount }) ?? true { exact = r }
-                return
-            }
-            otherMethods = true
-            if r.method == .GET, getMatch.map({ $0.literalCount < r.literalCount }) ?? true { getMatch = r }
-        }
-        for i in endingInLiteral { consider(i) }
-        for i in endingInParameter { consider(i) }
-        if let exact { return .matched(exact, Router.parameters(exact.segments, parts)) }
-        if method == .HEAD, let g = getMatch { return .matched(g, Router.parameters(g.segments, parts)) }
-        if !otherMethods { return .notFound }
-        var allowed: [String] = []
-        for i in endingInLiteral + endingInParameter where Router.matches(routes[i].segments, parts) && !allowed.contains(routes[i].method.rawValue) {
-            allowed.append(routes[i].method.rawValue)
-        }
-        if allowed.contains("GET") && !allowed.contains("HEAD") { allowed.append("HEAD") }
-        if !allowed.contains("OPTIONS") { allowed.append("OPTIONS") }
-        return .methodNotAllowed(allowed.sorted())
+        if let r = path.utf8.withContiguousStorageIfAvailable({ resolve(method: method, bytes: $0) }) { return r }
+        return Array(path.utf8).withUnsafeBufferPointer { resolve(method: method, bytes: $0) }
     }
 
-    /// Literal segments equal, parameter segments not empty.
-    private static func matches(_ segments: [Route.Segment], _ parts: [Substring]) -> Bool {
-        for (s, p) in zip(segments, parts) {
-            switch s {
-            case .literal(let l): if l != p { return false }
-            case .parameter: if p.isEmpty { return false }
+    private func resolve(method: HTTPMethod, bytes: UnsafeBufferPointer<UInt8>) -> RouteResolution {
+        // Segment bounds, on the stack: `/a/b/` → a, b; `/` → none. Empty segments in the middle are kept
+        // (and match nothing).
+        withUnsafeTemporaryAllocation(of: Range<Int>.self, capacity: Router.maxSegments + 1) { bounds in
+            var count = 0
+            var start = 0
+            for i in 0...bytes.count {
+                guard i == bytes.count || bytes[i] == UInt8(ascii: "/") else { continue }
+                if count > Router.maxSegments { return .notFound }
+                bounds[count] = start..<i
+                count += 1
+                start = i + 1
             }
+            var first = 0
+            if count > 0 && bounds[0].isEmpty { first = 1 }
+            if count > first && bounds[count - 1].isEmpty { count -= 1 }
+            let parts = UnsafeBufferPointer(rebasing: bounds[first..<count])
+            guard parts.count < bySegmentCount.count, parts.count <= Router.maxSegments else { return .notFound }
+            let candidates = bySegmentCount[parts.count]
+            var getMatch: Route?
+            var exact: Route?
+            var otherMethods = false
+            for r in candidates where Router.matches(r, bytes, parts) {
+                if r.method == method {
+                    // The most specific pattern wins, whatever the order of registration.
+                    if exact.map({ $0.rank < r.rank }) ?? true { exact = r }
+                } else {
+                    otherMethods = true
+                    if r.method == .GET, getMatch.map({ $0.rank < r.rank }) ?? true { getMatch = r }
+                }
+            }
+            if let exact { return .matched(exact, Router.parameters(exact, bytes, parts)) }
+            if method == .HEAD, let g = getMatch { return .matched(g, Router.parameters(g, bytes, parts)) }
+            if !otherMethods { return .notFound }
+            var allowed: [String] = []
+            for r in candidates where Router.matches(r, bytes, parts) && !allowed.contains(r.method.rawValue) {
+                allowed.append(r.method.rawValue)
+            }
+            if allowed.contains("GET") && !allowed.contains("HEAD") { allowed.append("HEAD") }
+            if !allowed.contains("OPTIONS") { allowed.append("OPTIONS") }
+            return .methodNotAllowed(allowed.sorted())
+        }
+    }
+
+    /// Literal segments equal byte for byte, parameter segments not empty.
+    private static func matches(_ route: Route, _ bytes: UnsafeBufferPointer<UInt8>, _ parts: UnsafeBufferPointer<Range<Int>>) -> Bool {
+        for (i, part) in parts.enumerated() {
+            guard let literal = route.literalBytes[i] else {
+                if part.isEmpty { return false }
+                continue
+            }
+            guard literal.count == part.count else { return false }
+            let equal = literal.withUnsafeBufferPointer { l in memcmp(l.baseAddress!, bytes.baseAddress! + part.lowerBound, part.count) == 0 }
+            if !equal { return false }
         }
         return true
     }
 
     /// The percent-decoded parameters of a matching path.
-    private static func parameters(_ segments: [Route.Segment], _ parts: [Substring]) -> PathParameters {
+    private static func parameters(_ route: Route, _ bytes: UnsafeBufferPointer<UInt8>, _ parts: UnsafeBufferPointer<Range<Int>>) -> PathParameters {
         var params: PathParameters = [:]
-        for (s, p) in zip(segments, parts) {
-            if case .parameter(let name) = s {
-                params[name] = p.utf8.contains(UInt8(ascii: "%")) ? QueryString.decode(p, plusIsSpace: false) : String(p)
-            }
+        for (i, part) in parts.enumerated() {
+            guard case .parameter(let name) = route.segments[i] else { continue }
+            let raw = String(decoding: UnsafeBufferPointer(rebasing: bytes[part]), as: UTF8.self)
+            params[name] = raw.utf8.contains(UInt8(ascii: "%")) ? QueryString.decode(raw[...], plusIsSpace: false) : raw
         }
         return params
     }
 
     /// `/a/b/` → `["a", "b"]`; `/` → `[]`. Empty segments in the middle are kept (and match nothing).
     static func split(_ path: String) -> [Substring] {
-        var parts: [Substring] = []
-        parts.reserveCapacity(8)
-        let u = path.utf8
-        var start = u.startIndex
-        var i = u.startIndex
-        while i != u.endIndex {
-            if u[i] == UInt8(ascii: "/") {
-                parts.append(Substring(path[start..<i]))
-                start = u.index(after: i)
-            }
-            i = u.index(after: i)
-        }
-        parts.append(Substring(path[start..<u.endIndex]))
+        var parts = path.split(separator: "/", omittingEmptySubsequences: false)
         if parts.first == "" { parts.removeFirst() }
         if parts.last == "" { parts.removeLast() }
         return parts

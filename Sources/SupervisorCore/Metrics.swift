@@ -38,6 +38,10 @@ public final class HTTPMetrics: Sendable {
     struct Shard {
         var requests: [Key: UInt64] = [:]
         var latency: [String: Histogram] = [:]
+        /// The last key recorded and where its two entries are: a run of requests to the same route (the usual
+        /// case under load) counts without hashing the route. Indices stay valid until the next insertion,
+        /// and every insertion happens here, followed by a fresh lookup.
+        var last: (key: Key, request: Dictionary<Key, UInt64>.Index, latency: Dictionary<String, Histogram>.Index)?
     }
 
     private let shards: Striped<Shard>
@@ -47,12 +51,18 @@ public final class HTTPMetrics: Sendable {
     }
 
     public func record(route: String?, method: HTTPMethod, status: Int, nanos: UInt64) {
-        let r = route ?? "unmatched"
+        let key = Key(route: route ?? "unmatched", method: method.rawValue, status: status)
         let seconds = Double(nanos) / 1e9
         shards.withLock { s in
-            s.requests[Key(route: r, method: method.rawValue, status: status), default: 0] += 1
+            if s.last?.key != key {
+                if s.requests[key] == nil { s.requests[key] = 0 }
+                if s.latency[key.route] == nil { s.latency[key.route] = Histogram() }
+                s.last = (key, s.requests.index(forKey: key)!, s.latency.index(forKey: key.route)!)
+            }
+            let (_, r, l) = s.last!
+            s.requests.values[r] += 1
             // In place: a copy of the histogram would copy its counts (an allocation per request).
-            HTTPMetrics.observe(&s.latency[r, default: Histogram()], seconds)
+            HTTPMetrics.observe(&s.latency.values[l], seconds)
         }
     }
 

@@ -82,23 +82,32 @@ final class SessionManager: @unchecked Sendable {
     /// The live records, and when each one's activity was last written (one lock for both: a heartbeat
     /// takes it once).
     struct LiveSessions {
-        var records: [String: SessionRecord] = [:]
-        var activityWrittenAt: [String: Int64] = [:]
+        /// A live record, and when its activity was last written to the store.
+        struct Entry {
+            var record: SessionRecord
+            var activityWrittenAt: Int64 = 0
+        }
+        private var entries: [String: Entry] = [:]
         subscript(id: String) -> SessionRecord? {
-            get { records[id] }
+            get { entries[id]?.record }
             set {
-                records[id] = newValue
-                if newValue == nil { activityWrittenAt[id] = nil }
+                if let newValue {
+                    entries[id, default: Entry(record: newValue)].record = newValue
+                } else {
+                    entries[id] = nil
+                }
             }
         }
-        var values: Dictionary<String, SessionRecord>.Values { records.values }
-        var keys: Dictionary<String, SessionRecord>.Keys { records.keys }
-        var count: Int { records.count }
-        var isEmpty: Bool { records.isEmpty }
-        mutating func removeValue(forKey id: String) -> SessionRecord? {
-            activityWrittenAt[id] = nil
-            return records.removeValue(forKey: id)
+        /// `body` on the entry in place (one lookup, no copy of the record); nil when not live.
+        mutating func withEntry<R>(_ id: String, _ body: (inout Entry) -> R) -> R? {
+            guard let i = entries.index(forKey: id) else { return nil }
+            return body(&entries.values[i])
         }
+        var values: LazyMapCollection<Dictionary<String, Entry>.Values, SessionRecord> { entries.values.lazy.map(\.record) }
+        var keys: Dictionary<String, Entry>.Keys { entries.keys }
+        var count: Int { entries.count }
+        var isEmpty: Bool { entries.isEmpty }
+        mutating func removeValue(forKey id: String) -> SessionRecord? { entries.removeValue(forKey: id)?.record }
     }
 
     struct Counters {
@@ -407,9 +416,8 @@ final class SessionManager: @unchecked Sendable {
         let t = SessionManager.now()
         // Alive: the answer, and the record to write when its activity was last written 30 s ago or more.
         let (result, toWrite): (HeartbeatResult?, SessionRecord?) = live.withLock { l in
-            // In place (through the dictionary's modify accessor): no copy of the record.
-            guard let index = l.records.index(forKey: id) else { return (nil, nil) }
-            return SessionManager.beat(&l.records.values[index], at: t, caller: caller, written: &l.activityWrittenAt[id, default: 0])
+            // In place: one lookup, no copy of the record.
+            l.withEntry(id) { e in SessionManager.beat(&e.record, at: t, caller: caller, written: &e.activityWrittenAt) } ?? (nil, nil)
         }
         guard let result else {
             guard let r = store.read({ $0.sessions[id] }) else { return .notFound }

@@ -296,9 +296,10 @@ extension SessionManager {
     func touch(_ id: String, command: Bool = false) {
         let t = SessionManager.now()
         let r: SessionRecord? = live.withLock { l in
-            guard let index = l.records.index(forKey: id) else { return nil }
-            if command { l.records.values[index].commandsRun += 1 }
-            return SessionManager.moveActivity(&l.records.values[index], at: t, written: &l.activityWrittenAt[id, default: 0])
+            l.withEntry(id) { e in
+                if command { e.record.commandsRun += 1 }
+                return SessionManager.moveActivity(&e.record, at: t, written: &e.activityWrittenAt)
+            } ?? nil
         }
         if let r { store.write([.putSession(r)]) { _ in } }
     }

@@ -101,6 +101,24 @@ struct RequestDecoderTests {
         #expect(r.events.first?.hasPrefix("head GET /x/y?z=1 ") == true)
     }
 
+    @Test func pathAndQueryAreSplitAtTheFirstQuestionMark() throws {
+        for (target, path, query) in [("/a/b?x=1&y=?2", "/a/b", "x=1&y=?2"), ("/a?", "/a", ""), ("/?q", "/", "q"), ("/plain", "/plain", ""),
+                                      ("http://h/p?q=1", "/p", "q=1"), ("http://h?q", "/", "q")] {
+            var d = RequestDecoder()
+            d.append(bytes("GET \(target) HTTP/1.1\r\nHost: h\r\n\r\n"))
+            guard case .head(let h) = try d.next() else {
+                Issue.record("\(target): no head")
+                continue
+            }
+            #expect(h.path == path && h.query == query, "\(target)")
+        }
+    }
+
+    @Test func tcharIsExactlyTheRFC9110Set() {
+        let set = Set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".utf8)
+        for b in 0...255 { #expect(isTchar(UInt8(b)) == set.contains(UInt8(b)), "byte \(b)") }
+    }
+
     @Test func connectionCloseAndHTTP10DefaultsDecideKeepAlive() {
         #expect(decode([bytes("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")]).events.first?.contains("ka=false") == true)
         #expect(decode([bytes("GET / HTTP/1.0\r\n\r\n")]).events.first?.contains("ka=false") == true)

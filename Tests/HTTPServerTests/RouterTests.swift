@@ -81,4 +81,34 @@ struct RouterTests {
         }
         #expect(allow == ["GET", "HEAD", "OPTIONS"])
     }
+
+    @Test func theRootDeepPathsAndTiesBetweenPatterns() {
+        var r = Router()
+        let doc = RouteDoc("t")
+        r.add(.GET, "/", doc: doc) { _ in Response(status: 200) }
+        r.add(.GET, "/a/{x}", doc: doc) { _ in Response(status: 200) }
+        r.add(.GET, "/{y}/b", doc: doc) { _ in Response(status: 200) }
+        for path in ["/", ""] {
+            guard case .matched(let root, _) = r.resolve(method: .GET, path: path) else {
+                Issue.record("\(path.debugDescription): no match")
+                continue
+            }
+            #expect(root.pattern == "/")
+        }
+        // Equally many literals: the pattern ending in a literal wins (registered second here).
+        guard case .matched(let tie, let p) = r.resolve(method: .GET, path: "/a/b") else {
+            Issue.record("/a/b: no match")
+            return
+        }
+        #expect(tie.pattern == "/{y}/b" && p["y"] == "a")
+        guard case .matched(_, let q) = r.resolve(method: .GET, path: "/a/%7E%20") else {
+            Issue.record("/a/%7E%20: no match")
+            return
+        }
+        #expect(q["x"] == "~ ")
+        let deep = String(repeating: "/a", count: 5000)
+        guard case .notFound = r.resolve(method: .GET, path: deep) else { Issue.record("a very deep path matched"); return }
+        guard case .notFound = r.resolve(method: .GET, path: "/ab") else { Issue.record("/ab matched"); return }
+        guard case .notFound = r.resolve(method: .GET, path: "/a") else { Issue.record("/a matched"); return }
+    }
 }
