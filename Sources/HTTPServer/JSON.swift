@@ -337,3 +337,48 @@ private struct JSONParser {
         return v
     }
 }
+
+/// A JSON object written straight to bytes, for answers on hot paths: the same text `JSON.object(…)` would
+/// serialize to, without building the tree or the member strings first. Keys are static text that needs no
+/// escape (checked in debug builds); values are escaped as `JSON.string` would be.
+public struct JSONObjectWriter {
+    private var out: [UInt8] = []
+    private var empty = true
+
+    public init(capacity: Int = 256) {
+        out.reserveCapacity(capacity)
+        out.append(UInt8(ascii: "{"))
+    }
+
+    private mutating func key(_ k: StaticString) {
+        if !empty { out.append(UInt8(ascii: ",")) }
+        empty = false
+        out.append(UInt8(ascii: "\""))
+        k.withUTF8Buffer { b in
+            assert(!b.contains { $0 < 0x20 || $0 == 0x7F || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }, "key needs escaping")
+            out.append(contentsOf: b)
+        }
+        out.append(contentsOf: "\":".utf8)
+    }
+
+    /// `"key":"value"`, the value escaped.
+    public mutating func string(_ k: StaticString, _ value: String) {
+        key(k)
+        JSON.writeString(value, into: &out)
+    }
+
+    /// `"key":"…"` with the value's bytes written by `body`, which must write text that needs no escape
+    /// (a timestamp, an id made here).
+    public mutating func unescapedString(_ k: StaticString, _ body: (inout [UInt8]) -> Void) {
+        key(k)
+        out.append(UInt8(ascii: "\""))
+        body(&out)
+        out.append(UInt8(ascii: "\""))
+    }
+
+    /// The object's text, closed.
+    public consuming func finish() -> [UInt8] {
+        out.append(UInt8(ascii: "}"))
+        return out
+    }
+}

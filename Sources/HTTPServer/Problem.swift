@@ -65,6 +65,11 @@ extension Response {
         Response(status: status, headers: jsonHeaders, body: value.serialized())
     }
 
+    /// A JSON response whose text is already written (`JSONObjectWriter`).
+    public static func json(serialized body: [UInt8], status: Int = 200) -> Response {
+        Response(status: status, headers: jsonHeaders, body: body)
+    }
+
     /// Shared by every JSON answer (one header list, not one per response).
     private static let jsonHeaders = HTTPHeaders([("Content-Type", "application/json; charset=utf-8")])
 }

@@ -277,6 +277,22 @@ func usageJSON(_ a: AnonymousSession) -> JSON {
 /// RFC 3339 UTC with milliseconds, from milliseconds since the epoch (`2026-11-22T13:00:00.123Z`). Built by
 /// hand: it is on every heartbeat's path, and `String(format:)` costs more than the rest of the answer.
 func rfc3339(_ ms: Int64) -> String {
+    String(unsafeUninitializedCapacity: 24) { b in
+        writeRFC3339(ms, b.baseAddress!)
+        return 24
+    }
+}
+
+/// The same 24 bytes appended to `out` (hot answers write timestamps straight into their JSON).
+func rfc3339(_ ms: Int64, into out: inout [UInt8]) {
+    withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { b in
+        writeRFC3339(ms, b.baseAddress!)
+        out.append(contentsOf: UnsafeBufferPointer(b))
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` into the 24 bytes at `b`.
+private func writeRFC3339(_ ms: Int64, _ b: UnsafeMutablePointer<UInt8>) {
     // The civil date by arithmetic (H. Hinnant's days-to-civil): glibc's gmtime_r takes a process-wide lock.
     let secs = ms >= 0 ? ms / 1000 : (ms - 999) / 1000
     let millis = Int(ms - secs * 1000)
@@ -292,30 +308,27 @@ func rfc3339(_ ms: Int64) -> String {
     let month = Int(mp < 10 ? mp + 3 : mp - 9)
     let year = Int(yoe + era * 400 + (month <= 2 ? 1 : 0))
     // Written in place: a temporary array cost an allocation per timestamp (two per heartbeat).
-    return String(unsafeUninitializedCapacity: 24) { b in
-        func put(_ v: Int, _ at: Int, _ width: Int) {
-            var v = v
-            for i in stride(from: at + width - 1, through: at, by: -1) {
-                b[i] = UInt8(ascii: "0") + UInt8(v % 10)
-                v /= 10
-            }
+    func put(_ v: Int, _ at: Int, _ width: Int) {
+        var v = v
+        for i in stride(from: at + width - 1, through: at, by: -1) {
+            b[i] = UInt8(ascii: "0") + UInt8(v % 10)
+            v /= 10
         }
-        put(year, 0, 4)
-        b[4] = UInt8(ascii: "-")
-        put(month, 5, 2)
-        b[7] = UInt8(ascii: "-")
-        put(day, 8, 2)
-        b[10] = UInt8(ascii: "T")
-        put(daySecs / 3600, 11, 2)
-        b[13] = UInt8(ascii: ":")
-        put(daySecs / 60 % 60, 14, 2)
-        b[16] = UInt8(ascii: ":")
-        put(daySecs % 60, 17, 2)
-        b[19] = UInt8(ascii: ".")
-        put(millis, 20, 3)
-        b[23] = UInt8(ascii: "Z")
-        return 24
     }
+    put(year, 0, 4)
+    b[4] = UInt8(ascii: "-")
+    put(month, 5, 2)
+    b[7] = UInt8(ascii: "-")
+    put(day, 8, 2)
+    b[10] = UInt8(ascii: "T")
+    put(daySecs / 3600, 11, 2)
+    b[13] = UInt8(ascii: ":")
+    put(daySecs / 60 % 60, 14, 2)
+    b[16] = UInt8(ascii: ":")
+    put(daySecs % 60, 17, 2)
+    b[19] = UInt8(ascii: ".")
+    put(millis, 20, 3)
+    b[23] = UInt8(ascii: "Z")
 }
 
 extension Router {
