@@ -137,19 +137,28 @@ public final class EventLoop: @unchecked Sendable {
                 }
             }
             while let t = timers.popDue(now: now) { t.timerFired(now: now) }
-            runDeferredWriters()
+            // After a turn that sent answers, the CPU goes to whoever is owed it before the next epoll_wait:
+            // a client on this host (a frontend on the Unix socket, a load generator) that was woken by
+            // those answers runs now instead of waiting out the loop's time slice while the loop keeps
+            // finding work. Without it the benchmark's p99 swung between 1.2 and 5 ms from run to run
+            // (the client waiting for a CPU); with it 0.9-1.2 ms, at the same throughput. When nothing else
+            // is runnable the call returns at once.
+            if runDeferredWriters() { sched_yield() }
         }
     }
 
     /// Queues `w.writeDeferred()` for the end of this turn. Loop thread only.
     func deferWrite(_ w: DeferredWriter) { deferredWriters.append(w) }
 
-    private func runDeferredWriters() {
+    /// Runs the queued writers; whether there were any.
+    private func runDeferredWriters() -> Bool {
+        if deferredWriters.isEmpty { return false }
         while !deferredWriters.isEmpty {
             let ws = deferredWriters
             deferredWriters.removeAll(keepingCapacity: true)
             for w in ws { w.writeDeferred() }
         }
+        return true
     }
 
     private func drainWakeups() {
