@@ -369,7 +369,7 @@ final class Connection: EventHandler, TimerTarget, DeferredWriter {
         if let filter = server.configuration.responseFilter, let h { filter(h, &response) }
         let isHead = h?.method == .HEAD
         if server.draining { closeAfterResponse = true }
-        server.requestCompleted(loop: loop, route: route?.pattern, method: h?.method ?? HTTPMethod("-"),
+        server.requestCompleted(route: route?.pattern, method: h?.method ?? HTTPMethod("-"),
                                 status: response.status, nanos: loop.now &- requestStart)
         var o = out
         out = []

@@ -121,8 +121,8 @@ public final class HTTPServer: @unchecked Sendable {
         return false
     }
 
-    func requestCompleted(loop: EventLoop, route: String?, method: HTTPMethod, status: Int, nanos: UInt64) {
-        observer.requestCompleted(loop: loop.index, route: route, method: method, status: status, nanos: nanos)
+    func requestCompleted(route: String?, method: HTTPMethod, status: Int, nanos: UInt64) {
+        observer.requestCompleted(route: route, method: method, status: status, nanos: nanos)
     }
 
     func log(_ level: LogLevel, _ message: String, _ fields: [String: String] = [:]) {

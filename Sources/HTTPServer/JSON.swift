@@ -114,7 +114,7 @@ extension JSON {
     }
 
     @inline(__always)
-    private static func needsEscape(_ b: UInt8) -> Bool {
+    static func needsEscape(_ b: UInt8) -> Bool {
         b < 0x20 || b == 0x7F || b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\")
     }
 
@@ -355,7 +355,7 @@ public struct JSONObjectWriter {
         empty = false
         out.append(UInt8(ascii: "\""))
         k.withUTF8Buffer { b in
-            assert(!b.contains { $0 < 0x20 || $0 == 0x7F || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }, "key needs escaping")
+            assert(!b.contains(where: JSON.needsEscape), "key needs escaping")
             out.append(contentsOf: b)
         }
         out.append(contentsOf: "\":".utf8)

@@ -48,6 +48,6 @@ public enum LogLevel: Int, Sendable, Comparable, CaseIterable {
 
 /// What the server reports to the application: finished requests (for metrics) and log records.
 public protocol HTTPServerObserver: Sendable {
-    func requestCompleted(loop: Int, route: String?, method: HTTPMethod, status: Int, nanos: UInt64)
+    func requestCompleted(route: String?, method: HTTPMethod, status: Int, nanos: UInt64)
     func log(_ level: LogLevel, _ message: String, _ fields: [String: String])
 }

@@ -275,7 +275,7 @@ func makeDirectory(_ path: String, mode: mode_t, tighten: Bool = false) throws {
 struct Observer: HTTPServerObserver {
     let state: DaemonState
 
-    func requestCompleted(loop: Int, route: String?, method: HTTPMethod, status: Int, nanos: UInt64) {
+    func requestCompleted(route: String?, method: HTTPMethod, status: Int, nanos: UInt64) {
         state.metrics.record(route: route, method: method, status: status, nanos: nanos)
     }
 

@@ -321,8 +321,7 @@ final class SessionManager: @unchecked Sendable {
         }
         // The record is made durable while ChimeraX starts (the fsync is not on the way to ready), and the
         // 201 waits for both: a session is answered only once its record would survive a crash.
-        let recorded = PendingWrite()
-        store.write([.putSession(rec)], completion: recorded.finish)
+        let recorded = store.startWrite([.putSession(rec)])
         var env = ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": dir + "/home", "CHIMERAX_START": dir + "/start", "TMPDIR": dir + "/tmp",
                    "LANG": "C.UTF-8", SessionManager.sessionMarker: id]
         // The stand-in's settings pass through (tests, development); nothing else of the daemon's environment.
@@ -382,24 +381,6 @@ final class SessionManager: @unchecked Sendable {
         counters.withLock { $0.created += 1 }
         logger.notice("session starting", [("SESSION_ID", id), ("owner", ownerKey), ("pid", "\(process.pid)")])
         return rec
-    }
-
-    /// A store write being made durable, waited for later on the same thread.
-    private final class PendingWrite: Sendable {
-        private let done = DispatchSemaphore(value: 0)
-        private let result = Mutex<StoreError?>(nil)
-
-        func finish(_ e: StoreError?) {
-            result.withLock { $0 = e }
-            done.signal()
-        }
-
-        /// Blocks until the write is durable (nil) or failed.
-        func wait() -> StoreError? {
-            done.wait()
-            done.signal()  // a second wait returns at once
-            return result.withLock { $0 }
-        }
     }
 
     enum HeartbeatResult {

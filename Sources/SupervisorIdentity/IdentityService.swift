@@ -49,6 +49,13 @@ public struct LoginResult: Sendable {
 public final class SignedIn: Sendable {
     public let user: User
     public let device: DeviceSession
+    /// Whether a request has already issued the write that moves this device session's activity: until
+    /// that write is applied (and the cache dropped), every request would otherwise issue one too.
+    private let touchIssued = Atomic<Bool>(false)
+
+    /// True for exactly one caller (until `releaseTouch`, after a write that failed).
+    func claimTouch() -> Bool { !touchIssued.exchange(true, ordering: .relaxed) }
+    func releaseTouch() { touchIssued.store(false, ordering: .relaxed) }
 
     public init(user: User, device: DeviceSession) {
         self.user = user
@@ -240,10 +247,10 @@ public final class IdentityService: Sendable {
         }
         // Activity moves the idle expiry; written at most once per interval (a write per request would cost a
         // disk flush per request). After a crash, the idle clock is at most that much behind.
-        if t - s.device.lastActivity >= settings.activityWriteInterval * 1000 {
+        if t - s.device.lastActivity >= settings.activityWriteInterval * 1000, s.claimTouch() {
             var touched = s.device
             touched.lastActivity = t
-            store.write([.putDeviceSession(touched)]) { _ in }
+            store.write([.putDeviceSession(touched)]) { e in if e != nil { s.releaseTouch() } }
         }
         return s
     }

@@ -51,13 +51,7 @@ public struct SHA256: Sendable {
         return t.withUTF8 { b in
             var s = SHA256()
             s.compressAll(UnsafeRawBufferPointer(b))
-            var w: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
-            withUnsafeMutableBytes(of: &w) { out in
-                withUnsafeBytes(of: s.h) { words in
-                    for i in 0..<8 { out.storeBytes(of: words.load(fromByteOffset: i * 4, as: UInt32.self).bigEndian, toByteOffset: i * 4, as: UInt32.self) }
-                }
-            }
-            return TokenKey(words: w)
+            return TokenKey(words: s.digestWords())
         }
     }
 
@@ -77,20 +71,18 @@ public struct SHA256: Sendable {
         }
     }
 
-    private func digest() -> [UInt8] {
-        [UInt8](unsafeUninitializedCapacity: 32) { out, count in
+    /// The digest's 32 bytes (`h` big-endian, in order) as four words.
+    private func digestWords() -> (UInt64, UInt64, UInt64, UInt64) {
+        var w: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &w) { out in
             withUnsafeBytes(of: h) { words in
-                for w in 0..<8 {
-                    let v = words.load(fromByteOffset: w * 4, as: UInt32.self)
-                    out[4 * w] = UInt8(v >> 24)
-                    out[4 * w + 1] = UInt8(truncatingIfNeeded: v >> 16)
-                    out[4 * w + 2] = UInt8(truncatingIfNeeded: v >> 8)
-                    out[4 * w + 3] = UInt8(truncatingIfNeeded: v)
-                }
+                for i in 0..<8 { out.storeBytes(of: words.load(fromByteOffset: i * 4, as: UInt32.self).bigEndian, toByteOffset: i * 4, as: UInt32.self) }
             }
-            count = 32
         }
+        return w
     }
+
+    private func digest() -> [UInt8] { withUnsafeBytes(of: digestWords()) { Array($0) } }
 
     public static func hash(_ text: String) -> [UInt8] {
         var t = text

@@ -60,11 +60,7 @@ public final class Reactor: @unchecked Sendable {
     }
 
     /// Calls `body` whenever `fd` is readable (or hung up). Reactor thread only.
-    public func watch(_ fd: Int32, _ body: @escaping () -> Void) {
-        precondition(inReactor || threadID.load(ordering: .relaxed) == 0)
-        handlers[fd] = body
-        _ = cshim_epoll_ctl(epfd, 1, fd, CSHIM_EPOLLIN | CSHIM_EPOLLRDHUP, UInt64(UInt32(bitPattern: fd)))
-    }
+    public func watch(_ fd: Int32, _ body: @escaping () -> Void) { watch(fd, events: CSHIM_EPOLLIN | CSHIM_EPOLLRDHUP, body) }
 
     /// Calls `body` on `events` (`CSHIM_EPOLLIN`, `CSHIM_EPOLLOUT`…) of `fd`; watching it again changes the
     /// events and the body. Reactor thread only.

@@ -144,14 +144,33 @@ public final class Store: @unchecked Sendable {
 
     /// Writes and waits until durable. For command-line tools and threads that may block.
     public func write(_ mutations: [Mutation]) throws(StoreError) {
-        let done = DispatchSemaphore(value: 0)
-        let result = Mutex<StoreError?>(nil)
-        write(mutations) { e in
+        if let e = startWrite(mutations).wait() { throw e }
+    }
+
+    /// Starts a write and returns at once; `wait()` on the result blocks until it is durable (nil) or failed.
+    /// For a thread that has other work to do meanwhile (a session's record is written while it starts).
+    public func startWrite(_ mutations: [Mutation]) -> PendingWrite {
+        let p = PendingWrite()
+        write(mutations, completion: p.finish)
+        return p
+    }
+
+    /// A write being made durable (`startWrite`).
+    public final class PendingWrite: Sendable {
+        private let done = DispatchSemaphore(value: 0)
+        private let result = Mutex<StoreError?>(nil)
+
+        fileprivate func finish(_ e: StoreError?) {
             result.withLock { $0 = e }
             done.signal()
         }
-        done.wait()
-        if let e = result.withLock({ $0 }) { throw e }
+
+        /// Blocks until the write is durable (nil) or failed; later calls return at once.
+        public func wait() -> StoreError? {
+            done.wait()
+            done.signal()
+            return result.withLock { $0 }
+        }
     }
 
     /// A consistent copy of the state (cheap: copy-on-write).

@@ -27,7 +27,7 @@ private final class UploadServer: @unchecked Sendable {
     let spoolDirectory: String
 
     struct Observer: HTTPServerObserver {
-        func requestCompleted(loop: Int, route: String?, method: HTTPMethod, status: Int, nanos: UInt64) {}
+        func requestCompleted(route: String?, method: HTTPMethod, status: Int, nanos: UInt64) {}
         func log(_ level: LogLevel, _ message: String, _ fields: [String: String]) {}
     }
 
