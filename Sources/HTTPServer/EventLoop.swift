@@ -137,27 +137,18 @@ public final class EventLoop: @unchecked Sendable {
                 }
             }
             while let t = timers.popDue(now: now) { t.timerFired(now: now) }
-            // After a turn that sent answers, the CPU goes to whoever is owed it before the next epoll_wait:
-            // a client on this host (a frontend on the Unix socket, a load generator) that was woken by
-            // those answers runs now instead of waiting out the loop's time slice while the loop keeps
-            // finding work (the heartbeat benchmark's p99 swung between 1.2 and 5 ms without it, 0.9-1.3
-            // ms with it). But a CPU-bound process (a ChimeraX rendering) would take its whole slice each
-            // time: a yield that kept us off the CPU over 2 ms stops the yielding for a second (measured
-            // with two busy processes on the two CPUs: unconditional yields cut the heartbeat rate from
-            // ~40,000 to ~5,000 req/s). When nothing else is runnable the call returns at once.
-            if runDeferredWriters() && now >= yieldingResumesAt {
-                let before = monotonicNanos()
+            // After a turn that sent answers, the CPU goes to whoever those answers woke (see YieldPolicy).
+            // When nothing else is runnable the call returns at once.
+            if runDeferredWriters() && yieldPolicy.shouldYield(now: now) {
+                let start = monotonicNanos()
                 sched_yield()
-                let after = monotonicNanos()
-                if after &- before > EventLoop.costlyYield { yieldingResumesAt = after &+ EventLoop.yieldBackOff }
+                yieldPolicy.yielded(start: start, end: monotonicNanos())
             }
         }
     }
 
-    /// Yields stop until then (a yield was costly: something CPU-bound took the slice). Loop thread only.
-    private var yieldingResumesAt: UInt64 = 0
-    static let costlyYield: UInt64 = 2_000_000
-    static let yieldBackOff: UInt64 = 1_000_000_000
+    /// Loop thread only.
+    private var yieldPolicy = YieldPolicy()
 
     /// Queues `w.writeDeferred()` for the end of this turn. Loop thread only.
     func deferWrite(_ w: DeferredWriter) { deferredWriters.append(w) }
