@@ -5,7 +5,7 @@ import Synchronization
 
 /// A network namespace held open by descriptor: ChimeraX's REST server listens on its loopback, which no
 /// other process on the host can reach. The supervisor connects through a socket created inside it
-/// (`cshim_socket_in_netns`: on a short-lived thread, so no thread of the daemon changes namespace).
+/// (`cshim_socket_in_netns`: the calling thread enters the namespace for the `socket()` call and returns).
 public final class NetworkNamespace: Sendable {
     public let fd: Int32
 
@@ -39,7 +39,9 @@ public final class NetworkNamespace: Sendable {
 /// A few fresh network namespaces made ahead of need, so that a session start does not wait for the
 /// kernel to build one (about half a millisecond, more while another is being torn down). Each is handed
 /// out once and never reused: a session gets a namespace no process has been in. Taking one starts a
-/// refill in the background; when none is spare (a burst of starts), one is made on the spot.
+/// refill in the background, a moment later while spares remain: making a namespace keeps a CPU busy for
+/// about a millisecond, which on a small host would otherwise slow the very start it was taken for. When
+/// none is spare (a burst of starts), one is made on the spot.
 public final class NetworkNamespacePool: Sendable {
     private struct State {
         var spares: [NetworkNamespace] = []
@@ -58,22 +60,25 @@ public final class NetworkNamespacePool: Sendable {
 
     /// A namespace no process has used, or nil (errno set) if none can be made.
     public func take() -> NetworkNamespace? {
-        let spare: NetworkNamespace? = state.withLock { s in s.spares.isEmpty ? nil : s.spares.removeLast() }
-        refill()
+        let (spare, left): (NetworkNamespace?, Int) = state.withLock { s in (s.spares.popLast(), s.spares.count) }
+        refill(after: left > 0 ? NetworkNamespacePool.refillDelay : 0)
         return spare ?? NetworkNamespace()
     }
+
+    /// How long a refill waits while spares remain.
+    static let refillDelay = 0.2
 
     /// How many are ready now (tests).
     public var spareCount: Int { state.withLock { $0.spares.count } }
 
-    private func refill() {
+    private func refill(after delay: Double = 0) {
         let start: Bool = state.withLock { s in
             guard !s.refilling, s.spares.count < target else { return false }
             s.refilling = true
             return true
         }
         guard start else { return }
-        queue.async { [self] in
+        queue.asyncAfter(deadline: .now() + delay) { [self] in
             while true {
                 let made = NetworkNamespace()
                 let more: Bool = state.withLock { s in

@@ -1,3 +1,4 @@
+import CShim
 import Foundation
 import Glibc
 import Synchronization
@@ -72,9 +73,16 @@ struct SpawnTests {
         let child = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(p.pid)/ns/net")
         #expect(child == "net:[\(namespaceInode(ns.fd))]")
         #expect(child != (try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/net")))
-        // Loopback is up inside: a socket made there can listen on 127.0.0.1.
+        // A socket made for the namespace belongs to it, and the thread that made it is back where it was.
+        let before = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self/ns/net")
         let s = ns.tcpSocket()
         #expect(s >= 0)
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self/ns/net") == before)
+        #expect(cshim_socket_netns_inode(s) == Int64(namespaceInode(ns.fd)))
+        let hostSocket = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(cshim_socket_netns_inode(hostSocket) != cshim_socket_netns_inode(s))
+        close(hostSocket)
+        // Loopback is up inside: the socket can listen on 127.0.0.1.
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")

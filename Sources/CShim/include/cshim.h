@@ -80,9 +80,11 @@ int cshim_netns_create(void);
 int cshim_set_subreaper(void);
 /* 1 if this process may create network namespaces (it makes one and drops it), else 0. */
 int cshim_netns_available(void);
-/* A socket created inside the network namespace `nsfd` (on a short-lived thread, so no thread of the
-   caller changes namespace); the descriptor or -errno. */
+/* A socket created inside the network namespace `nsfd` (the calling thread enters it for the socket() call
+   and returns to its own); the descriptor or -errno. */
 int cshim_socket_in_netns(int nsfd, int domain, int type);
+/* The inode of the network namespace socket `s` belongs to (SIOCGSKNS), or -errno. */
+long long cshim_socket_netns_inode(int s);
 /* Moves the calling thread into the network namespace `nsfd` (benchmarks: a thread that stays there). */
 int cshim_setns_net(int nsfd);
 
