@@ -319,9 +319,6 @@ final class SessionManager: @unchecked Sendable {
             removeDirectory(dir)
             throw failure
         }
-        // The record is made durable while ChimeraX starts (the fsync is not on the way to ready), and the
-        // 201 waits for both: a session is answered only once its record would survive a crash.
-        let recorded = store.startWrite([.putSession(rec)])
         var env = ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": dir + "/home", "CHIMERAX_START": dir + "/start", "TMPDIR": dir + "/tmp",
                    "LANG": "C.UTF-8", SessionManager.sessionMarker: id]
         // The stand-in's settings pass through (tests, development); nothing else of the daemon's environment.
@@ -339,7 +336,6 @@ final class SessionManager: @unchecked Sendable {
             live.withLock { $0[id] = nil }
             events.close(id)
             removeDirectory(dir)
-            if let e = recorded.wait() { throw .storage(e) }
             rec.status = "failed"
             rec.terminationReason = "crashed"
             rec.endedAt = SessionManager.now()
@@ -347,13 +343,18 @@ final class SessionManager: @unchecked Sendable {
             throw .spawn("\(error)")
         }
         spawning.withLock { _ = $0.insert(process.pid) }
-        if let e = recorded.wait() {
+        // The record is made durable while ChimeraX starts: the write begins once the child has exec'd (waking
+        // the store's writer before would take CPU from the spawn), and the fsync is not on the way to ready.
+        // The 201 waits for it: a session is answered only once its record would survive a crash.
+        do {
+            try store.write([.putSession(rec)])
+        } catch {
             process.killAndReap()
             spawning.withLock { _ = $0.remove(process.pid) }
             live.withLock { $0[id] = nil }
             events.close(id)
             removeDirectory(dir)
-            throw .storage(e)
+            throw .storage(error)
         }
         rec.pid = Int(process.pid)
         // The process backend's limits. --memory-max bounds resident memory, as memory.max does in a cgroup:

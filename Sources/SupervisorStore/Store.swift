@@ -148,15 +148,14 @@ public final class Store: @unchecked Sendable {
     }
 
     /// Starts a write and returns at once; `wait()` on the result blocks until it is durable (nil) or failed.
-    /// For a thread that has other work to do meanwhile (a session's record is written while it starts).
-    public func startWrite(_ mutations: [Mutation]) -> PendingWrite {
+    private func startWrite(_ mutations: [Mutation]) -> PendingWrite {
         let p = PendingWrite()
         write(mutations, completion: p.finish)
         return p
     }
 
     /// A write being made durable (`startWrite`).
-    public final class PendingWrite: Sendable {
+    private final class PendingWrite: Sendable {
         private let done = DispatchSemaphore(value: 0)
         private let result = Mutex<StoreError?>(nil)
 
@@ -166,7 +165,7 @@ public final class Store: @unchecked Sendable {
         }
 
         /// Blocks until the write is durable (nil) or failed; later calls return at once.
-        public func wait() -> StoreError? {
+        func wait() -> StoreError? {
             done.wait()
             done.signal()
             return result.withLock { $0 }
