@@ -471,9 +471,18 @@ func commandsBench(count: Int) throws {
     }
     let auth = [("Authorization", "Bearer \(token)")]
     // The stand-in's port from its log line in the transcript, and its network namespace.
-    let messages = try httpRequest(port: port, "GET", "/api/sessions/\(id)/messages?limit=200", headers: auth).text
-    guard let r = messages.range(of: "REST server started on host 127.0.0.1 port "), let standInPort = UInt16(messages[r.upperBound...].prefix { $0.isNumber })
-    else { throw BenchError("no port line in the transcript") }
+    // (The log block with it is written once the output pauses, which may be just after the session is ready.)
+    var standInPort: UInt16?
+    let t0 = monotonic()
+    while standInPort == nil && monotonic() - t0 < 5 {
+        let messages = try httpRequest(port: port, "GET", "/api/sessions/\(id)/messages?limit=200", headers: auth).text
+        if let r = messages.range(of: "REST server started on host 127.0.0.1 port ") {
+            standInPort = UInt16(messages[r.upperBound...].prefix { $0.isNumber })
+        } else {
+            usleep(20_000)
+        }
+    }
+    guard let standInPort else { throw BenchError("no port line in the transcript") }
     let pids = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { pid_t($0) }.filter {
         (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\($0)/cwd")) == state + "/sessions/" + id
     }
