@@ -343,8 +343,8 @@ final class SessionManager: @unchecked Sendable {
             throw .spawn("\(error)")
         }
         spawning.withLock { _ = $0.insert(process.pid) }
-        // The record is made durable while ChimeraX starts: the write begins once the child has exec'd (waking
-        // the store's writer before would take CPU from the spawn), and the fsync is not on the way to ready.
+        // The record is made durable while ChimeraX starts: the write begins once the child has exec'd, so the
+        // writer's wake-up and fsync overlap ChimeraX's start, not the spawn, and are not on the way to ready.
         // The 201 waits for it: a session is answered only once its record would survive a crash.
         do {
             try store.write([.putSession(rec)])
