@@ -43,7 +43,7 @@ final class SessionManager: @unchecked Sendable {
     private var uploadNames: [String: String] = [:]
     /// Live records (authoritative while the session runs; persisted on every change).
     let live = Mutex<LiveSessions>(LiveSessions())
-    /// Waiters for a session to leave `starting` or to end.
+    /// Waiters for sessions to end (stopAll).
     private let changed = NSCondition()
     /// Usage sampled over each live session's process tree, and the processes it was summed over.
     private let usage = Mutex<[String: Sample]>([:])
@@ -461,10 +461,49 @@ final class SessionManager: @unchecked Sendable {
         return ids.count
     }
 
-    /// Waits up to `timeout` seconds for the session to leave `starting`.
-    func waitReady(_ id: String, timeout: Double) -> SessionRecord? {
-        _ = waitUntil(timeout) { self.record(id).map { $0.status != "starting" } ?? true }
-        return record(id)
+    /// Calls `fire` once, with the record (nil if it is gone), when session `id` has left `starting` or after
+    /// `timeout` seconds, whichever comes first; on the thread that saw the change. No thread waits meanwhile
+    /// (`?wait=ready` held a worker thread for up to a minute per request).
+    func whenReady(_ id: String, timeout: Double, _ fire: @escaping @Sendable (SessionRecord?) -> Void) {
+        let token = readyWaiters.withLock { w in
+            w.next += 1
+            w.byID[id, default: []].append(ReadyWaiter(token: w.next, fire: fire))
+            return w.next
+        }
+        // Registered, then checked: a change before this is seen here, one after it by signalChange.
+        fireReadyWaiters(id)
+        let deadline = Reactor.now() + max(0, timeout)
+        reactor.execute { [self] in
+            reactor.schedule(at: deadline) { [weak self] in
+                guard let self, let w = takeReadyWaiter(id, token) else { return }
+                w.fire(record(id))
+            }
+        }
+    }
+
+    private struct ReadyWaiter {
+        let token: UInt64
+        let fire: @Sendable (SessionRecord?) -> Void
+    }
+
+    /// Answers waiting for a session to leave `starting`, by session id.
+    private let readyWaiters = Mutex<(next: UInt64, byID: [String: [ReadyWaiter]])>((0, [:]))
+
+    /// Fires the waiters of `id` if it has left `starting`.
+    private func fireReadyWaiters(_ id: String) {
+        let rec = record(id)
+        if let rec, rec.status == "starting" { return }
+        let ws = readyWaiters.withLock { $0.byID.removeValue(forKey: id) } ?? []
+        for w in ws { w.fire(rec) }
+    }
+
+    private func takeReadyWaiter(_ id: String, _ token: UInt64) -> ReadyWaiter? {
+        readyWaiters.withLock { w in
+            guard var list = w.byID[id], let i = list.firstIndex(where: { $0.token == token }) else { return nil }
+            let x = list.remove(at: i)
+            w.byID[id] = list.isEmpty ? nil : list
+            return x
+        }
     }
 
     /// Stops every live session (daemon shutdown) and waits for them, bounded.
@@ -488,6 +527,7 @@ final class SessionManager: @unchecked Sendable {
         changed.lock()
         changed.broadcast()
         changed.unlock()
+        for id in readyWaiters.withLock({ Array($0.byID.keys) }) { fireReadyWaiters(id) }
     }
 
     // MARK: Reactor thread

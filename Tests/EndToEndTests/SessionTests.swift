@@ -276,6 +276,47 @@ struct SessionTests {
         #expect(forker.standIns().isEmpty, "the setsid grandchild outlived the session")
     }
 
+    /// `?wait=ready` holds no thread while it waits: 200 requests waiting at once leave the daemon's thread
+    /// count where it was, and every one is answered `ready` once the session is; the waiters of a session
+    /// that fails to start are answered when it leaves `starting`, not at their timeout.
+    @Test func waitsForReadyHoldNoThreadsAndAreAnsweredOnTheChange() throws {
+        func threads(_ pid: Int32) -> Int {
+            let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+            return Int(status.split(separator: "\n").first { $0.hasPrefix("Threads:") }?.split(separator: "\t").last ?? "") ?? -1
+        }
+        let f = try SessionFixture(["--start-timeout", "20"], environment: ["CHIMERAX_STANDIN_FAULT": "slow-start:3"])
+        let id = try #require(try f.create()["id"] as? String)
+        let before = threads(f.daemon.pid)
+        var clients: [RawClient] = []
+        for _ in 0..<200 {
+            let c = try RawClient(port: f.port)
+            try c.send("GET /api/sessions/\(id)?wait=ready&timeout=30 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer \(f.ann)\r\n\r\n")
+            clients.append(c)
+        }
+        usleep(500_000)
+        let during = threads(f.daemon.pid)
+        #expect(during <= before + 4, "threads before \(before), with 200 waiting \(during)")
+        #expect(try f.call("GET", "/api/sessions/\(id)").json["status"] as? String == "starting")
+        var statuses: [String: Int] = [:]
+        for c in clients {
+            let r = c.readResponse(timeout: 25)
+            statuses[r.map { $0.status == 200 ? ($0.json["status"] as? String ?? "?") : "\($0.status)" } ?? "no answer", default: 0] += 1
+        }
+        #expect(statuses == ["ready": 200], "\(statuses)")
+
+        let never = try SessionFixture(["--start-timeout", "1"], environment: ["CHIMERAX_STANDIN_FAULT": "never-ready"])
+        let n = try #require(try never.create()["id"] as? String)
+        let t0 = Date()
+        let waited = try never.call("GET", "/api/sessions/\(n)?wait=ready&timeout=20")
+        // (API.md: until it leaves `starting`; a start timeout goes through `stopping` to `failed`.)
+        #expect(["stopping", "failed"].contains(waited.json["status"] as? String ?? ""), "\(waited.text)")
+        #expect(Date().timeIntervalSince(t0) < 10, "answered when the session failed, not at the timeout")
+        // Other users' sessions and unknown ones are refused before any wait.
+        #expect(try never.call("GET", "/api/sessions/\(n)?wait=ready&timeout=20", as: never.ben).status == 403)
+        #expect(try never.call("GET", "/api/sessions/00000000-0000-4000-8000-000000000000?wait=ready").status == 404)
+        #expect(try never.call("GET", "/api/sessions/\(n)?wait=soon").status == 400)
+    }
+
     @Test func aSessionOverItsMemoryLimitIsKilledAsOutOfMemoryAndAccountedUntilThen() throws {
         // The stand-in grows by 16 MiB a second; the limit is 64 MiB of resident memory.
         let f = try SessionFixture(["--memory-max", "64M"], environment: ["CHIMERAX_STANDIN_FAULT": "grow-memory:16"])
