@@ -176,7 +176,7 @@ struct session_spawn {
     char *const *argv;
     char *const *envp;
     const char *cwd;
-    int in_fd, out_fd, err_fd, netns_fd;
+    int in_fd, out_fd, err_fd, netns_fd, nice;
     volatile int error;
 };
 
@@ -196,6 +196,7 @@ static int session_child(void *arg) {
     /* Capabilities the daemon was given (CAP_SYS_ADMIN, for the namespaces) do not pass to ChimeraX. */
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
     if (s->netns_fd >= 0 && setns(s->netns_fd, CLONE_NEWNET) != 0) { e = errno; goto fail; }
+    if (s->nice > 0 && setpriority(PRIO_PROCESS, 0, s->nice) != 0) { e = errno; goto fail; }
     if (s->in_fd >= 0 && dup2(s->in_fd, 0) < 0) { e = errno; goto fail; }
     if (s->out_fd >= 0 && dup2(s->out_fd, 1) < 0) { e = errno; goto fail; }
     if (s->err_fd >= 0 && dup2(s->err_fd, 2) < 0) { e = errno; goto fail; }
@@ -215,14 +216,14 @@ fail:
 }
 
 int cshim_spawn_session(pid_t *pid, const char *path, char *const argv[], char *const envp[], const char *cwd,
-                        int in_fd, int out_fd, int err_fd, int netns_fd) {
+                        int in_fd, int out_fd, int err_fd, int netns_fd, int nice) {
     /* clone(CLONE_VM | CLONE_VFORK) rather than fork: no copy of the daemon's page tables, and clone
        returns once the child has exec'd (or failed). A fork cost about a millisecond more per session
        start, most of it copying and then tearing down the daemon's address space. */
     const size_t stack_size = 64 << 10;
     char *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED) return errno;
-    struct session_spawn s = {path, argv, envp, cwd, in_fd, out_fd, err_fd, netns_fd, 0};
+    struct session_spawn s = {path, argv, envp, cwd, in_fd, out_fd, err_fd, netns_fd, nice, 0};
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);

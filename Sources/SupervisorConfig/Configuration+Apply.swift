@@ -155,6 +155,7 @@ extension Configuration {
             record("cpu-quota", "\(cpuQuota)%", .defaultValue)
         }
         tasksMax = try count("tasks-max", tasksMax, minimum: 1)
+        chimeraxNice = try count("chimerax-nice", chimeraxNice, maximum: 19)
         backend = try choice("backend", backend)
         sessionQuota = try count("session-quota", sessionQuota, minimum: 1)
         commandQuota = try count("command-quota", commandQuota, minimum: 1, maximum: 100_000_000)

@@ -22,6 +22,10 @@ public struct Configuration: Sendable {
     public var memoryMax = 4 << 30
     public var cpuQuota = 200
     public var tasksMax = 512
+    /// The nice value ChimeraX processes start with: with CPU-bound sessions on every CPU, the API's threads
+    /// (nice 0) still get a CPU at once (measured: heartbeats 69,674 to 99,675 req/s, p99 7.3 to 5.3 ms, with
+    /// two busy processes at nice 5 instead of 0).
+    public var chimeraxNice = 5
     public var backend = "auto"
     public var poolSize = 0
     public var sessionQuota = 10

@@ -46,6 +46,7 @@ public let optionTable: [OptionSpec] = [
     OptionSpec(name: "memory-max", kind: .size, help: "memory limit per session", reloadable: true),
     OptionSpec(name: "cpu-quota", kind: .percent, help: "CPU limit per session, percent of one CPU", reloadable: true),
     OptionSpec(name: "tasks-max", kind: .count, help: "task (thread and process) limit per session", reloadable: true),
+    OptionSpec(name: "chimerax-nice", kind: .count, help: "nice value of ChimeraX processes (0-19): busy sessions yield the CPU to the API first; 0 to turn off", reloadable: true),
     OptionSpec(name: "backend", kind: .choice(["auto", "systemd", "cgroup", "process"]), help: "how ChimeraX processes are placed", reloadable: false),
     OptionSpec(name: "session-quota", kind: .count, help: "ChimeraX sessions one identity may start per hour", reloadable: false),
     OptionSpec(name: "command-quota", kind: .count, help: "ChimeraX commands one identity may run per hour", reloadable: false),

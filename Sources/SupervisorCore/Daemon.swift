@@ -305,6 +305,7 @@ extension Configuration {
         case "memory-max": memoryMax = other.memoryMax
         case "cpu-quota": cpuQuota = other.cpuQuota
         case "tasks-max": tasksMax = other.tasksMax
+        case "chimerax-nice": chimeraxNice = other.chimeraxNice
         case "pool-size": poolSize = other.poolSize
         case "command-allow": commandAllow = other.commandAllow
         case "command-timeout": commandTimeout = other.commandTimeout

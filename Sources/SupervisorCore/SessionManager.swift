@@ -331,7 +331,7 @@ final class SessionManager: @unchecked Sendable {
                 if network == nil { throw ChimeraXProcess.SpawnError(errno: errno, what: "create a network namespace") }
             }
             process = try ChimeraXProcess(executable: chimerax, arguments: ["--nogui", "--offscreen", "--cmd", "remotecontrol rest start port 0 json true"],
-                                          environment: env, directory: dir, network: network, reactor: reactor)
+                                          environment: env, directory: dir, network: network, nice: c.chimeraxNice, reactor: reactor)
         } catch {
             live.withLock { $0[id] = nil }
             events.close(id)

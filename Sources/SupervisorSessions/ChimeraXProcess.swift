@@ -43,9 +43,10 @@ public final class ChimeraXProcess: @unchecked Sendable {
     public let network: NetworkNamespace?
 
     /// Starts `executable` with `arguments` in `directory`, environment exactly `environment`; with a
-    /// `network`, inside that namespace (a fresh one per session: see `NetworkNamespacePool`).
+    /// `network`, inside that namespace (a fresh one per session: see `NetworkNamespacePool`); with `nice` > 0,
+    /// at that nice value.
     public init(executable: String, arguments: [String], environment: [String: String], directory: String, network: NetworkNamespace? = nil,
-                reactor: Reactor) throws {
+                nice: Int = 0, reactor: Reactor) throws {
         var inPipe: [Int32] = [0, 0], outPipe: [Int32] = [0, 0], errPipe: [Int32] = [0, 0]
         guard cshim_pipe(&inPipe, 0) == 0 else { throw SpawnError(errno: errno, what: "pipe") }
         guard cshim_pipe(&outPipe, 1) == 0 else {
@@ -58,7 +59,7 @@ public final class ChimeraXProcess: @unchecked Sendable {
         }
         var p: pid_t = 0
         let rc = withSpawnVectors([executable] + arguments, environment) { a, e in
-            cshim_spawn_session(&p, executable, a, e, directory, inPipe[0], outPipe[1], errPipe[1], network?.fd ?? -1)
+            cshim_spawn_session(&p, executable, a, e, directory, inPipe[0], outPipe[1], errPipe[1], network?.fd ?? -1, Int32(nice))
         }
         // The child's ends are the child's now.
         close(inPipe[0])

@@ -85,6 +85,12 @@ struct SessionTests {
         let pid = f.standIns()[0]
         let limits = try String(contentsOfFile: "/proc/\(pid)/limits", encoding: .utf8)
         #expect(limits.contains { _ in true } && limits.split(separator: "\n").contains { $0.hasPrefix("Max core file size") && $0.contains(" 0 ") })
+        // ChimeraX runs at --chimerax-nice (default 5), the daemon at its own (field 19 of stat, after the ")").
+        func nice(_ p: Int32) -> String? {
+            let stat = (try? String(contentsOfFile: "/proc/\(p)/stat", encoding: .utf8)) ?? ""
+            return stat.split(separator: ")").last?.split(separator: " ").dropFirst(16).first.map(String.init)
+        }
+        #expect(nice(pid) == "5" && nice(f.daemon.pid) == "0", "\(String(describing: nice(pid))) \(String(describing: nice(f.daemon.pid)))")
         let metrics = try curl(["--unix-socket", f.daemon.socketPath, "http://localhost/metrics"]).stdout
         #expect(metrics.contains("chimerax_supervisor_sessions_created_total 1"))
         #expect(metrics.contains("chimerax_supervisor_spawn_seconds_count 1"))

@@ -23,6 +23,7 @@ struct ConfigurationTests {
         #expect(c.idleTimeout == 900 && c.maxLifetime == 28800 && c.startTimeout == 120 && c.stopGrace == 10)
         #expect(c.maxSessions == 64 && c.maxSessionsPerUser == 4)
         #expect(c.uploadMaxBytes == 268_435_456 && c.memoryMax == 4_294_967_296 && c.cpuQuota == 200 && c.tasksMax == 512)
+        #expect(c.chimeraxNice == 5)
         #expect(c.socketMode == 0o660 && c.backend == "auto" && c.poolSize == 0 && !c.allowAnonymous)
         #expect(c.cookieSecure == false, "loopback listener: cookies not Secure by default")
         #expect(c.source(of: "idle-timeout") == .defaultValue)
@@ -46,6 +47,14 @@ struct ConfigurationTests {
         #expect(c.source(of: "max-lifetime") == .environment("CHIMERAX_SUPERVISOR_MAX_LIFETIME"))
         #expect(c.stopGrace == 3)
         #expect(c.source(of: "stop-grace") == .file(path: file, line: 3))
+    }
+
+    @Test func chimeraxNiceIsZeroToNineteen() throws {
+        #expect(try load(["--chimerax-nice", "0"]).chimeraxNice == 0)
+        #expect(try load([], env: ["CHIMERAX_SUPERVISOR_CHIMERAX_NICE": "19"]).chimeraxNice == 19)
+        for bad in ["20", "-1", "five"] {
+            #expect(throws: ConfigError.self, "\(bad)") { try load(["--chimerax-nice", bad]) }
+        }
     }
 
     @Test func sizesArePowersOf1024() throws {

@@ -40,13 +40,13 @@ struct SpawnTests {
     /// The child gets exactly the environment, directory, process group and standard streams asked for.
     @Test func theChildGetsItsEnvironmentDirectoryAndOwnProcessGroup() throws {
         let dir = DaemonProcess.makeTempDirectory()
-        let p = try ChimeraXProcess(executable: "/bin/sh", arguments: ["-c", "set -- $(cat /proc/$$/stat); echo \"$ONLY:$(pwd):$5\"; cat"],
-                                    environment: ["ONLY": "this", "PATH": "/usr/bin:/bin"], directory: dir, reactor: reactor)
+        let p = try ChimeraXProcess(executable: "/bin/sh", arguments: ["-c", "set -- $(cat /proc/$$/stat); echo \"$ONLY:$(pwd):$5:${19}\"; cat"],
+                                    environment: ["ONLY": "this", "PATH": "/usr/bin:/bin"], directory: dir, nice: 7, reactor: reactor)
         let lines = LinesSeen()
         p.onLine = { l, _ in lines.add(l) }
         reactor.execute { p.attach() }
         let line = try #require(lines.first(within: 10))
-        #expect(line == "this:\(dir):\(p.pid)")
+        #expect(line == "this:\(dir):\(p.pid):7")
         reactor.execute { p.closeStdin() }
     }
 

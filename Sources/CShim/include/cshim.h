@@ -70,10 +70,10 @@ int cshim_flock_exclusive(int fd);
 int cshim_pidfd_open(pid_t pid);
 
 /* Starts a ChimeraX: like cshim_spawn with a new process group, and the daemon's ambient capabilities
-   cleared; with `netns_fd` >= 0, the child first moves into that network namespace (cshim_netns_create).
-   Returns 0 or an errno (the child's, if it failed before exec). */
+   cleared; with `netns_fd` >= 0, the child first moves into that network namespace (cshim_netns_create);
+   with `nice` > 0 it runs at that nice value. Returns 0 or an errno (the child's, if it failed before exec). */
 int cshim_spawn_session(pid_t *pid, const char *path, char *const argv[], char *const envp[], const char *cwd,
-                        int in_fd, int out_fd, int err_fd, int netns_fd);
+                        int in_fd, int out_fd, int err_fd, int netns_fd, int nice);
 /* A new network namespace with only its loopback interface, up: a descriptor holding it, or -errno. */
 int cshim_netns_create(void);
 /* Makes this process the reaper of its descendants' orphans (PR_SET_CHILD_SUBREAPER); 0 or -errno. */
