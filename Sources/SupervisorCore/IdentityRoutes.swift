@@ -332,8 +332,9 @@ private func writeRFC3339(_ ms: Int64, _ b: UnsafeMutablePointer<UInt8>) {
 }
 
 extension Router {
-    /// Handlers that wait for the store's fsync run on a worker thread, never on an event loop.
-    static let workers = DispatchQueue(label: "blocking-handlers", attributes: .concurrent)
+    /// Handlers that wait for the store's fsync run on a worker thread, never on an event loop. 64 at once:
+    /// far more than the CPUs, since they mostly wait; beyond that they queue in order.
+    static let workers = WorkerPool(name: "blocking", maxThreads: 64)
 
     /// A synchronous route whose handler may block (durable writes, password hashing).
     mutating func addBlocking(_ method: HTTPMethod, _ pattern: String, bodyLimit: Int = 64 * 1024, doc: RouteDoc,
