@@ -27,6 +27,21 @@ func tempDirectory() -> String {
     return String(decoding: UnsafeRawBufferPointer(start: p, count: strlen(p!)), as: UTF8.self)
 }
 
+/// A port nothing on 127.0.0.1 listens on or is bound to now (the kernel picks it; the socket is closed).
+func freePort() -> UInt16? {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &addr) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+    }
+    return ok ? UInt16(bigEndian: addr.sin_port) : nil
+}
+
 /// Runs a command to completion (posix_spawn + waitpid: Foundation's Process hangs on nginx's daemonizing fork).
 func run(_ path: String, _ args: [String], timeout: Double = 120) throws -> (Int32, String) {
     let r = try runProgram(path, args, timeout: timeout)
@@ -172,7 +187,7 @@ func httpBench(connections: Int, duration: Int, rounds: Int, idle: Int) throws {
 func compareWithNginx(wrk: String, nginx: String, dir: String, port: UInt16, path: String, script: String?, location: String, title: String,
                       nginxLabel: String, connections: Int, duration: Int, rounds: Int, p99Target: String = "") throws {
     guard rounds > 0 else { throw BenchError("--rounds must be at least 1") }
-    let nginxPort = port &+ 1 == 0 ? port &- 1 : port &+ 1
+    guard let nginxPort = freePort() else { throw BenchError("no free port for nginx") }
     let conf = """
         worker_processes auto;
         pid \(dir)/nginx.pid;
