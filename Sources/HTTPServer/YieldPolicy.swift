@@ -6,14 +6,17 @@
 /// 1.3 ms, and a yield that keeps the loop off the CPU for over 2 ms happened 0–2 times per loop in 5 s.
 /// With CPU-bound processes on every CPU (busy ChimeraX sessions) nearly every yield hands one of them a whole
 /// slice: 20–220 such yields per second per loop, and always yielding cut heartbeats from ~45,000 to ~7,700
-/// req/s. So three costly yields within a second stop the yielding for a second. One costly yield alone (a
-/// client that happened to run long) does not: pausing on it cost the co-located case most of its gain.
+/// req/s. So ten costly yields within a second stop the yielding for a second (with the two busy processes:
+/// 48,198 req/s at 8 connections, 71,854 at 64, as without yields). Fewer do not: a client that happened to
+/// run long now and then paused it, and the paused seconds brought the tail back (one costly yield: heartbeat
+/// p99 up to 3.7 ms; three: /healthz at 120,000–130,000 req/s paused 1–4 times per 5 s run, p99 1.3–7.4 ms;
+/// ten: 0–1 pauses, p99 0.85–3.2 ms).
 /// Times are monotonic nanoseconds, passed in so that the policy can be tested with a made-up clock.
 struct YieldPolicy {
     /// A yield that kept the loop off the CPU longer than this handed the CPU to something that took a slice.
     static let costly: UInt64 = 2_000_000
     /// This many costly yields within `window` stop the yielding for `pause`.
-    static let costlyLimit = 3
+    static let costlyLimit = 10
     static let window: UInt64 = 1_000_000_000
     static let pause: UInt64 = 1_000_000_000
 

@@ -34,23 +34,28 @@ struct YieldPolicyTests {
         #expect(p.shouldYield(now: now))
     }
 
-    @Test func threeCostlyYieldsWithinASecondPauseForASecond() {
+    @Test func enoughCostlyYieldsWithinASecondPauseForASecond() {
         var p = YieldPolicy()
         let t0: UInt64 = 5_000 * ms
-        p.yielded(start: t0, end: t0 + 4 * ms)
-        p.yielded(start: t0 + 300 * ms, end: t0 + 304 * ms)
-        #expect(p.shouldYield(now: t0 + 305 * ms))
-        p.yielded(start: t0 + 900 * ms, end: t0 + 903 * ms)
-        #expect(!p.shouldYield(now: t0 + 903 * ms))
-        #expect(!p.shouldYield(now: t0 + 903 * ms + YieldPolicy.pause - 1))
-        #expect(p.shouldYield(now: t0 + 903 * ms + YieldPolicy.pause))
-        // After the pause the count starts over: two more costly yields do not pause again, a third does.
-        var now = t0 + 903 * ms + YieldPolicy.pause
-        p.yielded(start: now, end: now + 3 * ms)
-        now += 10 * ms
-        p.yielded(start: now, end: now + 3 * ms)
-        #expect(p.shouldYield(now: now + 3 * ms))
-        now += 10 * ms
+        let step = 900 * ms / UInt64(YieldPolicy.costlyLimit - 1)
+        // All but the last within 0.9 s: still yielding.
+        for i in 0..<(YieldPolicy.costlyLimit - 1) {
+            let at = t0 + UInt64(i) * step
+            p.yielded(start: at, end: at + 4 * ms)
+            #expect(p.shouldYield(now: at + 4 * ms))
+        }
+        let last = t0 + 900 * ms
+        p.yielded(start: last, end: last + 3 * ms)
+        #expect(!p.shouldYield(now: last + 3 * ms))
+        #expect(!p.shouldYield(now: last + 3 * ms + YieldPolicy.pause - 1))
+        #expect(p.shouldYield(now: last + 3 * ms + YieldPolicy.pause))
+        // After the pause the count starts over: one short of the limit does not pause again, the limit does.
+        var now = last + 3 * ms + YieldPolicy.pause
+        for _ in 0..<(YieldPolicy.costlyLimit - 1) {
+            p.yielded(start: now, end: now + 3 * ms)
+            now += 10 * ms
+        }
+        #expect(p.shouldYield(now: now))
         p.yielded(start: now, end: now + 3 * ms)
         #expect(!p.shouldYield(now: now + 3 * ms))
     }
@@ -59,10 +64,11 @@ struct YieldPolicyTests {
         var p = YieldPolicy()
         var now: UInt64 = 1_000 * ms
         for _ in 0..<20 {
-            // Two costly yields in each 1.2 s: never three within a window.
-            p.yielded(start: now, end: now + 5 * ms)
-            p.yielded(start: now + 100 * ms, end: now + 105 * ms)
-            #expect(p.shouldYield(now: now + 106 * ms))
+            // One short of the limit in each 1.2 s: never the limit within a window.
+            for k in 0..<UInt64(YieldPolicy.costlyLimit - 1) {
+                p.yielded(start: now + k * 50 * ms, end: now + k * 50 * ms + 5 * ms)
+            }
+            #expect(p.shouldYield(now: now + 1_000 * ms))
             now += 1_200 * ms
         }
     }
