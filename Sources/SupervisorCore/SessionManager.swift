@@ -57,6 +57,8 @@ final class SessionManager: @unchecked Sendable {
     /// Each ChimeraX in a network namespace of its own (--rest-isolation): they come from this pool, which
     /// keeps two made ahead so that a start does not wait for the kernel to build one. Nil: no isolation.
     let namespaces: NetworkNamespacePool?
+    /// Session ids with their directories made ahead (the work directory is not reloadable).
+    let directories: SessionDirectories
 
     /// The last command policy built, with the allow-list it was built from.
     let policyCache = Mutex<(allow: [String]?, policy: CommandPolicy)?>(nil)
@@ -129,6 +131,7 @@ final class SessionManager: @unchecked Sendable {
         let isolation = configuration().restIsolation
         let isolate = isolation == "netns" || (isolation == "auto" && NetworkNamespace.available)
         namespaces = isolate ? NetworkNamespacePool(spares: 2) : nil
+        directories = SessionDirectories(workDir: configuration().workDir, spares: 2) { name in store.read { $0.sessions[name] != nil } }
         reactor = try Reactor()
         // Orphans of ChimeraX's descendants (a grandchild that double-forked away) become the daemon's
         // children instead of init's: the sampler attributes them to their session (by the environment
@@ -279,9 +282,12 @@ final class SessionManager: @unchecked Sendable {
         let c = configuration()
         guard let chimerax = c.chimerax else { throw .noChimeraX }
         let ownerKey = StoreState.ownerKey(type: ownerType, id: ownerID)
-        let id = IdentityService.newUUID()
+        let id: String, dir: String
+        switch directories.take() {
+        case .success(let d): (id, dir) = d
+        case .failure(let e): throw .spawn(e.message)
+        }
         let t = SessionManager.now()
-        let dir = c.workDir + "/" + id
         var rec = SessionRecord(id: id, name: name, ownerType: ownerType, ownerID: ownerID, status: "starting", createdAt: t, lastActivity: t,
                                 expiresAt: min(t + Int64(idleTimeout) * 1000, t + Int64(c.maxLifetime) * 1000), idleTimeoutSeconds: idleTimeout,
                                 lifetimeEndsAt: t + Int64(c.maxLifetime) * 1000, metadataJSON: metadataJSON, backend: "process", directory: dir)
@@ -304,13 +310,13 @@ final class SessionManager: @unchecked Sendable {
             l[id] = rec
             return nil
         }
-        if let refusal { throw refusal }
+        if let refusal {
+            directories.giveBack(id)
+            throw refusal
+        }
         events.open(id)
         var failure: SessionError?
-        for d in [c.workDir, dir, dir + "/home", dir + "/start", dir + "/tmp"] where failure == nil {
-            if mkdir(d, 0o700) != 0 && errno != EEXIST { failure = .spawn("cannot create \(d): \(String(cString: strerror(errno)))") }
-        }
-        if failure == nil, let u = upload, rename(u.path, dir + "/" + u.storedName) != 0 {
+        if let u = upload, rename(u.path, dir + "/" + u.storedName) != 0 {
             failure = .spawn("cannot move the upload into place: \(String(cString: strerror(errno)))")
         }
         if let failure {

@@ -38,57 +38,20 @@ public final class NetworkNamespace: Sendable {
 
 /// A few fresh network namespaces made ahead of need, so that a session start does not wait for the
 /// kernel to build one (about half a millisecond, more while another is being torn down). Each is handed
-/// out once and never reused: a session gets a namespace no process has been in. Taking one starts a
-/// refill in the background, a moment later while spares remain: making a namespace keeps a CPU busy for
-/// about a millisecond, which on a small host would otherwise slow the very start it was taken for. When
-/// none is spare (a burst of starts), one is made on the spot.
+/// out once and never reused: a session gets a namespace no process has been in. The refill waits a moment
+/// while spares remain (see `Spares`): making a namespace keeps a CPU busy for about a millisecond, which on
+/// a small host would otherwise slow the very start it was taken for.
 public final class NetworkNamespacePool: Sendable {
-    private struct State {
-        var spares: [NetworkNamespace] = []
-        var refilling = false
-    }
-
-    private let state = Mutex(State())
-    private let target: Int
-    private let queue = DispatchQueue(label: "netns-pool", qos: .utility)
+    private let spares: Spares<NetworkNamespace>
 
     /// `spares`: how many to keep made (0: make each on demand).
     public init(spares: Int) {
-        target = max(0, spares)
-        refill()
+        self.spares = Spares(label: "netns-pool", target: spares) { NetworkNamespace() }
     }
 
     /// A namespace no process has used, or nil (errno set) if none can be made.
-    public func take() -> NetworkNamespace? {
-        let (spare, left): (NetworkNamespace?, Int) = state.withLock { s in (s.spares.popLast(), s.spares.count) }
-        refill(after: left > 0 ? NetworkNamespacePool.refillDelay : 0)
-        return spare ?? NetworkNamespace()
-    }
-
-    /// How long a refill waits while spares remain.
-    static let refillDelay = 0.2
+    public func take() -> NetworkNamespace? { spares.take() ?? NetworkNamespace() }
 
     /// How many are ready now (tests).
-    public var spareCount: Int { state.withLock { $0.spares.count } }
-
-    private func refill(after delay: Double = 0) {
-        let start: Bool = state.withLock { s in
-            guard !s.refilling, s.spares.count < target else { return false }
-            s.refilling = true
-            return true
-        }
-        guard start else { return }
-        queue.asyncAfter(deadline: .now() + delay) { [self] in
-            while true {
-                let made = NetworkNamespace()
-                let more: Bool = state.withLock { s in
-                    if let made { s.spares.append(made) }
-                    let more = made != nil && s.spares.count < target
-                    if !more { s.refilling = false }
-                    return more
-                }
-                if !more { return }
-            }
-        }
-    }
+    public var spareCount: Int { spares.count }
 }
