@@ -600,12 +600,15 @@ final class SessionManager: @unchecked Sendable {
             l[id] = r
             return r
         }
+        // Whoever waits for this change is answered first (from memory, where the record is authoritative
+        // while the session runs); the store's writer, woken by the write below, would otherwise take the CPU
+        // before the answer is on its way.
+        signalChange()
         if let rec {
             // busy ⇄ ready on every command lives in memory only: after a crash every session ends anyway.
             if !(s == .busy || (s == .ready && !firstReady)) { store.write([.putSession(rec)]) { _ in } }
             events.publish(id, "status", .object([("id", .string(id)), ("status", .string(s.rawValue)), ("at", .string(rfc3339(SessionManager.now())))]))
         }
-        signalChange()
         // Lifecycle events in the transcript (not the busy ⇄ ready of every command).
         if rec != nil, firstReady || s == .stopping {
             appendTranscript(id, [TranscriptItem(kind: "event", level: "info", text: "status \(s.rawValue)", dataJSON: #"{"status":"\#(s.rawValue)"}"#)])
