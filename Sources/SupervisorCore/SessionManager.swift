@@ -478,6 +478,8 @@ final class SessionManager: @unchecked Sendable {
         }
         // Registered, then checked: a change before this is seen here, one after it by signalChange.
         fireReadyWaiters(id)
+        // Answered already (the usual case for a session that is not starting): no timer to leave behind.
+        guard readyWaiters.withLock({ $0.byID[id]?.contains { $0.token == token } ?? false }) else { return }
         let deadline = Reactor.now() + max(0, timeout)
         reactor.execute { [self] in
             reactor.schedule(at: deadline) { [weak self] in
