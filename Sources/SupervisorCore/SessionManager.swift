@@ -473,7 +473,7 @@ final class SessionManager: @unchecked Sendable {
     func whenReady(_ id: String, timeout: Double, _ fire: @escaping @Sendable (SessionRecord?) -> Void) {
         let token = readyWaiters.withLock { w in
             w.next += 1
-            w.byID[id, default: []].append(ReadyWaiter(token: w.next, fire: fire))
+            w.byID[id, default: []].append(ReadyWaiter(token: w.next, fire: fire, timer: nil))
             return w.next
         }
         // Registered, then checked: a change before this is seen here, one after it by signalChange.
@@ -482,16 +482,25 @@ final class SessionManager: @unchecked Sendable {
         guard readyWaiters.withLock({ $0.byID[id]?.contains { $0.token == token } ?? false }) else { return }
         let deadline = Reactor.now() + max(0, timeout)
         reactor.execute { [self] in
-            reactor.schedule(at: deadline) { [weak self] in
+            let timer = reactor.schedule(at: deadline) { [weak self] in
                 guard let self, let w = takeReadyWaiter(id, token) else { return }
                 w.fire(record(id))
             }
+            // Kept with the waiter, so that an answer before the timeout cancels it; answered meanwhile: now.
+            let kept = readyWaiters.withLock { w -> Bool in
+                guard let i = w.byID[id]?.firstIndex(where: { $0.token == token }) else { return false }
+                w.byID[id]![i].timer = timer
+                return true
+            }
+            if !kept { reactor.cancel(timer) }
         }
     }
 
     private struct ReadyWaiter {
         let token: UInt64
         let fire: @Sendable (SessionRecord?) -> Void
+        /// Its timeout on the reactor, once scheduled.
+        var timer: UInt64?
     }
 
     /// Answers waiting for a session to leave `starting`, by session id.
@@ -502,6 +511,8 @@ final class SessionManager: @unchecked Sendable {
         let rec = record(id)
         if let rec, rec.status == "starting" { return }
         let ws = readyWaiters.withLock { $0.byID.removeValue(forKey: id) } ?? []
+        let timers = ws.compactMap(\.timer)
+        if !timers.isEmpty { reactor.execute { [self] in timers.forEach { reactor.cancel($0) } } }
         for w in ws { w.fire(rec) }
     }
 
