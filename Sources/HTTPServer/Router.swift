@@ -38,7 +38,6 @@ public final class Route: Sendable {
     public let bodyLimit: Int
     public let handler: Handler
     public let doc: RouteDoc
-    let literalCount: Int
     /// Which of two matching routes wins: more literal segments, then ending in a literal.
     let rank: Int
     /// Each segment's bytes when literal, nil for a parameter (matched against the path's bytes in place).
@@ -52,7 +51,7 @@ public final class Route: Sendable {
         self.handler = handler
         self.doc = doc
         literalBytes = segments.map { if case .literal(let l) = $0 { Array(l.utf8) } else { nil } }
-        literalCount = literalBytes.reduce(0) { $1 == nil ? $0 : $0 + 1 }
+        let literalCount = literalBytes.reduce(0) { $1 == nil ? $0 : $0 + 1 }
         rank = literalCount * 2 + (literalBytes.last.map { $0 == nil ? 0 : 1 } ?? 1)
     }
 

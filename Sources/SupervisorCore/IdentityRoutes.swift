@@ -340,10 +340,17 @@ extension Router {
     mutating func addBlocking(_ method: HTTPMethod, _ pattern: String, bodyLimit: Int = 64 * 1024, doc: RouteDoc,
                               _ body: @escaping @Sendable (Request) throws(Problem) -> Response)
     {
+        addBlocking(method, pattern, bodyLimit: bodyLimit, doc: doc) { (req, responder) throws(Problem) in responder.send(try body(req)) }
+    }
+
+    /// The same for a handler that answers through `responder`, now or later (a thrown `Problem` is the answer).
+    mutating func addBlocking(_ method: HTTPMethod, _ pattern: String, bodyLimit: Int = 64 * 1024, doc: RouteDoc,
+                              _ body: @escaping @Sendable (Request, Responder) throws(Problem) -> Void)
+    {
         add(method, pattern, bodyLimit: bodyLimit, doc: doc) { req, responder in
             Router.workers.async {
                 do throws(Problem) {
-                    responder.send(try body(req))
+                    try body(req, responder)
                 } catch {
                     responder.send(error)
                 }

@@ -315,11 +315,8 @@ final class SessionManager: @unchecked Sendable {
             throw refusal
         }
         events.open(id)
-        var failure: SessionError?
         if let u = upload, rename(u.path, dir + "/" + u.storedName) != 0 {
-            failure = .spawn("cannot move the upload into place: \(String(cString: strerror(errno)))")
-        }
-        if let failure {
+            let failure = SessionError.spawn("cannot move the upload into place: \(String(cString: strerror(errno)))")
             live.withLock { $0[id] = nil }
             events.close(id)
             removeDirectory(dir)

@@ -148,32 +148,26 @@ struct SessionRoutes {
             return resp
         }
 
-        router.add(.GET, "/api/sessions/{id}", doc: RouteDoc(
+        router.addBlocking(.GET, "/api/sessions/{id}", doc: RouteDoc(
             "One session; ?wait=ready&timeout=S holds the answer until it leaves starting (S at most 60).", tags: ["sessions"],
             responses: [("200", "the session"), ("400", "validation_error"), ("401", "unauthorized"), ("403", "forbidden"), ("404", "session_not_found")],
-            query: [("wait", "ready"), ("timeout", "seconds, 0 to 60 (default 30)")])) { req, responder in
-          Router.workers.async {
-            do throws(Problem) {
-                let rec = try owned(req)
-                @Sendable func answer(_ r: SessionRecord) -> Response {
-                    Response.json(sessionJSON(r, state.configuration, usage: manager.currentUsage(r)))
-                }
-                guard let w = req.query("wait") else {
-                    responder.send(answer(rec))
-                    return
-                }
-                guard w == "ready" else { throw Problem.validation(field: "wait", "only 'ready'") }
-                var timeout = 30.0
-                if let t = req.query("timeout") {
-                    guard let v = Double(t), v >= 0, v.isFinite else { throw Problem.validation(field: "timeout", "seconds, a number from 0 to 60") }
-                    timeout = min(60, v)
-                }
-                // Answered when the session leaves `starting` (or at the timeout), from the thread that saw it.
-                manager.whenReady(rec.id, timeout: timeout) { r in responder.send(answer(r ?? rec)) }
-            } catch {
-                responder.send(error)
+            query: [("wait", "ready"), ("timeout", "seconds, 0 to 60 (default 30)")])) { (req, responder) throws(Problem) in
+            let rec = try owned(req)
+            @Sendable func answer(_ r: SessionRecord) -> Response {
+                Response.json(sessionJSON(r, state.configuration, usage: manager.currentUsage(r)))
             }
-          }
+            guard let w = req.query("wait") else {
+                responder.send(answer(rec))
+                return
+            }
+            guard w == "ready" else { throw Problem.validation(field: "wait", "only 'ready'") }
+            var timeout = 30.0
+            if let t = req.query("timeout") {
+                guard let v = Double(t), v >= 0, v.isFinite else { throw Problem.validation(field: "timeout", "seconds, a number from 0 to 60") }
+                timeout = min(60, v)
+            }
+            // Answered when the session leaves `starting` (or at the timeout), from the thread that saw it.
+            manager.whenReady(rec.id, timeout: timeout) { r in responder.send(answer(r ?? rec)) }
         }
 
         router.add(.GET, "/api/sessions", doc: RouteDoc(

@@ -1,7 +1,5 @@
 import CShim
-import Dispatch
 import Glibc
-import Synchronization
 
 /// A network namespace held open by descriptor: ChimeraX's REST server listens on its loopback, which no
 /// other process on the host can reach. The supervisor connects through a socket created inside it

@@ -144,32 +144,14 @@ public final class Store: @unchecked Sendable {
 
     /// Writes and waits until durable. For command-line tools and threads that may block.
     public func write(_ mutations: [Mutation]) throws(StoreError) {
-        if let e = startWrite(mutations).wait() { throw e }
-    }
-
-    /// Starts a write and returns at once; `wait()` on the result blocks until it is durable (nil) or failed.
-    private func startWrite(_ mutations: [Mutation]) -> PendingWrite {
-        let p = PendingWrite()
-        write(mutations, completion: p.finish)
-        return p
-    }
-
-    /// A write being made durable (`startWrite`).
-    private final class PendingWrite: Sendable {
-        private let done = DispatchSemaphore(value: 0)
-        private let result = Mutex<StoreError?>(nil)
-
-        fileprivate func finish(_ e: StoreError?) {
+        let done = DispatchSemaphore(value: 0)
+        let result = Mutex<StoreError?>(nil)
+        write(mutations) { e in
             result.withLock { $0 = e }
             done.signal()
         }
-
-        /// Blocks until the write is durable (nil) or failed; later calls return at once.
-        func wait() -> StoreError? {
-            done.wait()
-            done.signal()
-            return result.withLock { $0 }
-        }
+        done.wait()
+        if let e = result.withLock({ $0 }) { throw e }
     }
 
     /// A consistent copy of the state (cheap: copy-on-write).

@@ -418,7 +418,11 @@ func startStandInAlone(dir: String, index: Int, stdin: String) throws -> Double 
 /// Program starts, listen(), connect() and sendto() calls on the whole host, with CLOCK_MONOTONIC times in
 /// seconds, recorded by `perf record` (root) from `init` to `stop()`. Nil when perf is missing or cannot record.
 final class StartTrace {
-    struct Event { let pid: Int32; let time: Double; let filename: String }
+    struct Event {
+        let pid: Int32
+        let time: Double
+        var filename = ""
+    }
     private let perf: String
     private let data: String
     private let recorder: Child
@@ -458,9 +462,9 @@ final class StartTrace {
             switch fields[2] {
             case "sched:sched_process_exec:" where fields.count >= 4 && fields[3].hasPrefix("filename="):
                 execs.append(Event(pid: pid, time: time, filename: String(fields[3].dropFirst("filename=".count))))
-            case "syscalls:sys_exit_listen:": listens.append(Event(pid: pid, time: time, filename: ""))
-            case "syscalls:sys_enter_connect:": connects.append(Event(pid: pid, time: time, filename: ""))
-            case "syscalls:sys_enter_sendto:": sends.append(Event(pid: pid, time: time, filename: ""))
+            case "syscalls:sys_exit_listen:": listens.append(Event(pid: pid, time: time))
+            case "syscalls:sys_enter_connect:": connects.append(Event(pid: pid, time: time))
+            case "syscalls:sys_enter_sendto:": sends.append(Event(pid: pid, time: time))
             default: break
             }
         }

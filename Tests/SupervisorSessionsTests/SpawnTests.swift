@@ -86,6 +86,19 @@ struct SpawnTests {
         #expect(s >= 0)
         #expect(try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self/ns/net") == before)
         #expect(cshim_socket_netns_inode(s) == Int64(namespaceInode(ns.fd)))
+        // The thread's own namespace is held open once per thread, not once per socket: no descriptor of the
+        // host's namespace left over (only these sockets open one in this test process).
+        func hostNamespaceDescriptors() -> Int {
+            let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+            return fds.filter { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0)) == before }.count
+        }
+        let heldBefore = hostNamespaceDescriptors()
+        for _ in 0..<50 {
+            let t = ns.tcpSocket()
+            #expect(t >= 0)
+            close(t)
+        }
+        #expect(hostNamespaceDescriptors() == heldBefore)
         let hostSocket = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         #expect(cshim_socket_netns_inode(hostSocket) != cshim_socket_netns_inode(s))
         close(hostSocket)
